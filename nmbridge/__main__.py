@@ -1,0 +1,3 @@
+from nmbridge.cli import main
+
+main()

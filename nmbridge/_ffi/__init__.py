@@ -1,0 +1,1 @@
+"""The C core of nmbridge, built by cffi (see build.py). Import nmbridge.engine, not this."""

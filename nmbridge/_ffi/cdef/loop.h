@@ -1,0 +1,30 @@
+#define NMB_RUN_BUDGET ...
+#define NMB_RUN_STOP ...
+#define NMB_RUN_LIMIT ...
+#define NMB_RUN_SIGNAL ...
+
+struct nmb_bridge {
+	struct nmb_port *port[2];
+	int zerocopy;
+	int busy;
+	uint32_t burst;
+	int poll_timeout_ms;
+	int stop;
+	uint64_t count_limit;
+	uint64_t forwarded;
+	uint32_t nstats;
+	struct nmb_ring_stats *stats;
+	struct nmb_stats_shared *shared;
+	int failed_port;
+	int failed_err;
+	uint64_t state;
+	...;
+};
+
+struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32_t burst);
+void nmb_bridge_free(struct nmb_bridge *b);
+int nmb_bridge_can_zerocopy(const struct nmb_bridge *b);
+int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms);
+int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms);
+void nmb_bridge_publish(struct nmb_bridge *b);
+void nmb_bridge_request_stop(struct nmb_bridge *b);

@@ -1,0 +1,41 @@
+#define NMB_PORT_KERNEL ...
+#define NMB_PORT_PACKET ...
+#define NMB_PORT_TAP ...
+#define NMB_BATCH ...
+
+struct nmb_port {
+	int kind;
+	int fd;
+	int ifindex;
+	int link_down;
+	struct netmap_if *nifp;
+	struct nmb_region *region;
+	uint32_t ntx, nrx;
+	struct netmap_ring *tx[64];
+	struct netmap_ring *rx[64];
+	uint32_t frags;
+	uint32_t stats_rx;
+	uint32_t stats_tx;
+	uint64_t kernel_drops;
+	int err;
+	...;
+};
+
+struct nmb_port *nmb_port_new(void);
+void nmb_port_free(struct nmb_port *p);
+int nmb_port_bind(struct nmb_port *p, struct netmap_if *nifp);
+int nmb_kport_open(struct nmb_port *p, const char *dev);
+int nmb_kport_register(struct nmb_port *p, struct nmreq_header *hdr);
+int nmb_kport_legacy_api(const char *dev, uint32_t *api_out);
+int nmb_mmap_region(int fd, uint64_t size, void **base_out);
+int nmb_munmap_region(void *base, uint64_t size);
+int nmb_kport_txsync(struct nmb_port *p);
+int nmb_kport_rxsync(struct nmb_port *p);
+int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize);
+int nmb_tap_open(struct nmb_port *p, const char *name, uint32_t max_frame, int bring_up);
+int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs);
+int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs);
+int nmb_eport_tx_pending(const struct nmb_port *p);
+int nmb_eport_rx_room(const struct nmb_port *p);
+int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs);
+int nmb_ifindex_exists(int ifindex);

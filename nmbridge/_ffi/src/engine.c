@@ -1,0 +1,154 @@
+#include <string.h>
+
+#include "engine.h"
+
+/*
+ * Walk the chain that starts at slot i: returns its slot count, or 0 if
+ * the chain is not complete before tail. *bytes gets its length and
+ * *oversize whether any slot is longer than max_len.
+ */
+static uint32_t chain_at(const struct netmap_ring *rx, uint32_t i, uint32_t tail,
+			 uint32_t max_len, uint64_t *bytes, int *oversize)
+{
+	uint32_t n = 0;
+
+	*bytes = 0;
+	*oversize = 0;
+	while (i != tail) {
+		const struct netmap_slot *s = &rx->slot[i];
+		n++;
+		*bytes += s->len;
+		if (s->len > max_len)
+			*oversize = 1;
+		if (!(s->flags & NS_MOREFRAG))
+			return n;
+		i = nmb_ring_next(rx, i);
+	}
+	return 0;
+}
+
+static uint32_t advance(const struct netmap_ring *ring, uint32_t i, uint32_t n)
+{
+	i += n;
+	return i >= ring->num_slots ? i - ring->num_slots : i;
+}
+
+uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
+		       int zerocopy, struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs)
+{
+	uint32_t rxh = rx->head, rxt = rx->tail;
+	uint32_t txh = tx->head, txt = tx->tail;
+	uint32_t tx_room = nmb_ring_dist(tx, txh, txt);
+	uint32_t max_len = tx->nr_buf_size < rx->nr_buf_size ? tx->nr_buf_size : rx->nr_buf_size;
+	uint32_t frames = 0;
+	uint64_t bytes = 0;
+
+	if (rxh >= rx->num_slots || rxt >= rx->num_slots || txh >= tx->num_slots ||
+	    txt >= tx->num_slots)
+		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
+
+	while (frames < limit && rxh != rxt) {
+		uint64_t len;
+		int oversize;
+		uint32_t n = chain_at(rx, rxh, rxt, max_len, &len, &oversize);
+
+		if (n == 0) {
+			/*
+			 * Incomplete chain: it waits for its last slot, unless it
+			 * can never complete (it fills the ring, or is longer than
+			 * netmap allows): then it is dropped and counted.
+			 */
+			uint32_t have = nmb_ring_dist(rx, rxh, rxt);
+			if (have >= rx->num_slots - 1 || have >= NETMAP_MAX_FRAGS) {
+				rxs->drop_chain++;
+				rxh = rxt;
+			}
+			break;
+		}
+		if (oversize) {
+			rxs->drop_oversize++;
+			rxh = advance(rx, rxh, n);
+			continue;
+		}
+		if (n > NETMAP_MAX_FRAGS || n > tx->num_slots - 1) {
+			rxs->drop_chain++;
+			rxh = advance(rx, rxh, n);
+			continue;
+		}
+		if (n > tx_room) {
+			rxs->txfull++;
+			break;
+		}
+		for (uint32_t k = 0; k < n; k++) {
+			struct netmap_slot *rs = &rx->slot[rxh], *ts = &tx->slot[txh];
+			uint16_t more = rs->flags & NS_MOREFRAG;
+
+			if (zerocopy) {
+				uint32_t idx = ts->buf_idx;
+				ts->buf_idx = rs->buf_idx;
+				rs->buf_idx = idx;
+				rs->flags |= NS_BUF_CHANGED;
+				ts->flags = more | NS_BUF_CHANGED;
+			} else {
+				memcpy(nmb_slot_buf(tx, ts->buf_idx), nmb_slot_buf(rx, rs->buf_idx),
+				       rs->len);
+				ts->flags = more;
+			}
+			ts->len = rs->len;
+			rxh = nmb_ring_next(rx, rxh);
+			txh = nmb_ring_next(tx, txh);
+		}
+		tx_room -= n;
+		frames++;
+		bytes += len;
+	}
+	rx->head = rx->cur = rxh;
+	tx->head = tx->cur = txh;
+	rxs->frames += frames;
+	rxs->bytes += bytes;
+	txs->frames += frames;
+	txs->bytes += bytes;
+	return frames;
+}
+
+uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
+		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_ring_stats *rxs,
+		     struct nmb_ring_stats *txs, uint32_t *next_rx)
+{
+	uint32_t total = 0;
+
+	if (nrx == 0 || ntx == 0)
+		return 0;
+	if (*next_rx >= nrx)
+		*next_rx = 0;
+	for (uint32_t k = 0; k < nrx; k++) {
+		uint32_t r = *next_rx + k;
+		uint32_t quota = burst;
+
+		if (r >= nrx)
+			r -= nrx;
+		for (uint32_t j = 0; j < ntx && quota > 0; j++) {
+			uint32_t t = (r + j) % ntx;
+			uint32_t moved;
+
+			if (rx[r]->head == rx[r]->tail)
+				break;
+			moved = nmb_ring_move(rx[r], tx[t], quota, zerocopy, &rxs[r], &txs[t]);
+			quota -= moved;
+			/* the TX ring took all it could: try the next one only if it is full */
+			if (nmb_ring_space(tx[t]) != 0)
+				break;
+		}
+		total += burst - quota;
+	}
+	*next_rx = *next_rx + 1 >= nrx ? 0 : *next_rx + 1;
+	return total;
+}
+
+int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx)
+{
+	for (uint32_t r = 0; r < nrx; r++)
+		if (rx[r]->head != rx[r]->tail)
+			return 1;
+	return 0;
+}

@@ -1,0 +1,33 @@
+/*
+ * The forwarding engine: moves frames from RX rings to TX rings under
+ * netmap's head/cur/tail protocol. It touches only slots user space owns,
+ * keeps order, moves NS_MOREFRAG chains whole, swaps buffers (zero-copy)
+ * or copies them, and counts every frame it does not forward.
+ */
+#ifndef NMB_ENGINE_H
+#define NMB_ENGINE_H
+
+#include <stdint.h>
+
+#include "abi.h"
+#include "stats.h"
+
+/* Move up to limit frames from rx to tx; returns the frames forwarded. */
+uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
+		       int zerocopy, struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs);
+
+/*
+ * Forward from every RX ring in rx[] to the TX rings in tx[], fairly: each
+ * RX ring gets up to burst frames per pass, starting from *next_rx, which
+ * rotates so that no ring is always served first. RX ring i feeds TX ring
+ * i % ntx, spilling to the following TX rings while that one is full.
+ * Returns the frames forwarded.
+ */
+uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
+		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_ring_stats *rxs,
+		     struct nmb_ring_stats *txs, uint32_t *next_rx);
+
+/* frames waiting in the RX rings (complete or not): nonzero if any slot is owned */
+int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
+
+#endif

@@ -1,0 +1,216 @@
+/*
+ * The emulated ports' kernel side: what netmap's generic adapter does in
+ * the kernel, done in user space over a socket. RX: release the slots user
+ * space handed back, then receive frames into the free slots. TX: transmit
+ * the slots user space filled, then hand them back.
+ */
+#include <errno.h>
+#include <net/if.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eport.h"
+
+int nmb_ifindex_exists(int ifindex)
+{
+	char name[IF_NAMESIZE];
+
+	return if_indextoname((unsigned)ifindex, name) != NULL;
+}
+
+int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
+{
+	uint32_t buf_size = p->region->buf_size;
+
+	p->frags = (max_frame + buf_size - 1) / buf_size;
+	if (p->frags == 0)
+		p->frags = 1;
+	if (p->frags > NETMAP_MAX_FRAGS || p->frags > p->region->num_slots / 2)
+		return -EINVAL;
+	p->msgs = calloc(NMB_BATCH, sizeof(*p->msgs));
+	p->iovs = calloc((size_t)NMB_BATCH * p->frags, sizeof(*p->iovs));
+	if (p->msgs == NULL || p->iovs == NULL)
+		return -ENOMEM;
+	return 0;
+}
+
+/* An error that may mean the interface is gone: fatal if so, else transient. */
+static int classify(struct nmb_port *p, int err)
+{
+	if (p->kind == NMB_PORT_TAP) {
+		if (err == EBADFD || err == ENODEV || err == ENXIO)
+			return -err;
+		return 0;
+	}
+	if (!nmb_ifindex_exists(p->ifindex))
+		return -ENODEV;
+	return 0;
+}
+
+static uint32_t ring_add(uint32_t n, uint32_t i, uint32_t k)
+{
+	i += k;
+	return i >= n ? i - n : i;
+}
+
+int nmb_eport_rx_room(const struct nmb_port *p)
+{
+	const struct netmap_ring *ring = p->rx[0];
+	const struct nmb_kring *kr = &p->krx[0];
+	uint32_t busy = nmb_ring_dist(ring, ring->head, kr->hwtail);
+
+	return ring->num_slots - 1 - busy >= p->frags;
+}
+
+int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
+{
+	struct netmap_ring *ring = p->rx[0];
+	struct nmb_kring *kr = &p->krx[0];
+	uint32_t n = ring->num_slots, bs = ring->nr_buf_size;
+	uint32_t head = ring->head, room, nmsg, dst;
+	int got;
+
+	if (head >= n)
+		return -EINVAL;
+	rxs->syncs++;
+	kr->hwcur = head; /* the slots before head are released */
+	room = n - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail);
+	nmsg = room / p->frags;
+	if (nmsg > NMB_BATCH)
+		nmsg = NMB_BATCH;
+	if (nmsg == 0)
+		return 0;
+	for (uint32_t m = 0; m < nmsg; m++) {
+		struct iovec *iov = &p->iovs[m * p->frags];
+		for (uint32_t f = 0; f < p->frags; f++) {
+			struct netmap_slot *s = &ring->slot[ring_add(n, kr->hwtail, m * p->frags + f)];
+			iov[f].iov_base = nmb_slot_buf(ring, s->buf_idx);
+			iov[f].iov_len = bs;
+		}
+		memset(&p->msgs[m].msg_hdr, 0, sizeof(p->msgs[m].msg_hdr));
+		p->msgs[m].msg_hdr.msg_iov = iov;
+		p->msgs[m].msg_hdr.msg_iovlen = p->frags;
+		p->msgs[m].msg_len = 0;
+	}
+	got = p->kind == NMB_PORT_TAP ? nmb_tap_recv(p, p->msgs, nmsg)
+				      : nmb_packet_recv(p, p->msgs, nmsg);
+	if (got < 0) {
+		int e = -got;
+		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
+			return 0;
+		rxs->errors++;
+		return classify(p, e);
+	}
+	/* place the frames in consecutive slots: a short frame leaves its spare slots behind */
+	dst = kr->hwtail;
+	for (int m = 0; m < got; m++) {
+		uint32_t len = p->msgs[m].msg_len, src = ring_add(n, kr->hwtail, (uint32_t)m * p->frags);
+		uint32_t used = (len + bs - 1) / bs;
+
+		if ((p->msgs[m].msg_hdr.msg_flags & MSG_TRUNC) || len == 0 || used > p->frags) {
+			rxs->drop_oversize++;
+			continue;
+		}
+		for (uint32_t f = 0; f < used; f++) {
+			struct netmap_slot *s = &ring->slot[ring_add(n, src, f)];
+			struct netmap_slot *d = &ring->slot[dst];
+			uint32_t piece = f + 1 < used ? bs : len - f * bs;
+
+			if (s != d) {
+				uint32_t idx = d->buf_idx;
+				d->buf_idx = s->buf_idx;
+				s->buf_idx = idx;
+			}
+			d->len = (uint16_t)piece;
+			d->flags = f + 1 < used ? NS_MOREFRAG : 0;
+			dst = nmb_ring_next(ring, dst);
+		}
+	}
+	kr->hwtail = dst;
+	ring->tail = dst;
+	return got;
+}
+
+int nmb_eport_tx_pending(const struct nmb_port *p)
+{
+	return p->ktx[0].hwcur != p->tx[0]->head;
+}
+
+int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
+{
+	struct netmap_ring *ring = p->tx[0];
+	struct nmb_kring *kr = &p->ktx[0];
+	uint32_t n = ring->num_slots, head = ring->head;
+	int rc = 0;
+
+	if (head >= n)
+		return -EINVAL;
+	txs->syncs++;
+	while (kr->hwcur != head) {
+		uint32_t nmsg = 0, cur = kr->hwcur, iovi = 0;
+		uint32_t slots_of[NMB_BATCH];
+
+		/* one message per complete chain in [hwcur, head) */
+		while (nmsg < NMB_BATCH && cur != head) {
+			uint32_t i = cur, cnt = 0, complete = 0, bad = 0;
+			struct iovec *iov = &p->iovs[iovi];
+
+			while (i != head && cnt < p->frags) {
+				struct netmap_slot *s = &ring->slot[i];
+				if (s->buf_idx >= p->region->num_bufs || s->len > ring->nr_buf_size)
+					bad = 1;
+				else {
+					iov[cnt].iov_base = nmb_slot_buf(ring, s->buf_idx);
+					iov[cnt].iov_len = s->len;
+				}
+				cnt++;
+				i = nmb_ring_next(ring, i);
+				if (!(s->flags & NS_MOREFRAG)) {
+					complete = 1;
+					break;
+				}
+			}
+			if (!complete && cnt < p->frags)
+				break; /* the rest of the chain is not there yet */
+			if (!complete || bad) {
+				/* longer than the port can send, or a slot we cannot trust */
+				txs->drop_tx++;
+				if (nmsg == 0) {
+					kr->hwcur = i;
+					cur = i;
+					continue;
+				}
+				break;
+			}
+			memset(&p->msgs[nmsg].msg_hdr, 0, sizeof(p->msgs[nmsg].msg_hdr));
+			p->msgs[nmsg].msg_hdr.msg_iov = iov;
+			p->msgs[nmsg].msg_hdr.msg_iovlen = cnt;
+			slots_of[nmsg] = cnt;
+			iovi += cnt;
+			nmsg++;
+			cur = i;
+		}
+		if (nmsg == 0)
+			break;
+		int sent = p->kind == NMB_PORT_TAP ? nmb_tap_send(p, p->msgs, nmsg)
+						   : nmb_packet_send(p, p->msgs, nmsg);
+		if (sent < 0) {
+			int e = -sent;
+			if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
+				break; /* wait for POLLOUT */
+			rc = classify(p, e);
+			if (rc < 0)
+				break;
+			/* this frame cannot be sent (link down, too big, no buffer): count it */
+			txs->drop_tx++;
+			sent = 1;
+		}
+		for (int m = 0; m < sent; m++)
+			kr->hwcur = ring_add(n, kr->hwcur, slots_of[m]);
+		if ((uint32_t)sent < nmsg && sent > 0 && rc == 0)
+			continue;
+	}
+	/* everything before hwcur is done: hand it back, keeping one slot as the kernel does */
+	ring->tail = kr->hwcur == 0 ? n - 1 : kr->hwcur - 1;
+	return rc;
+}

@@ -1,0 +1,306 @@
+/*
+ * The loop: import (emulated ports read their sockets), forward both ways,
+ * push (emulated ports transmit), and when nothing moved, sleep in poll()
+ * with a bounded timeout. Kernel ports sync inside poll(). A port whose
+ * link is down is never entered: on netmap's generic adapter poll() and
+ * the sync ioctls would block unkillably until the link returns.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "eport.h"
+#include "loop.h"
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int is_emulated(const struct nmb_port *p)
+{
+	return p->kind == NMB_PORT_PACKET || p->kind == NMB_PORT_TAP;
+}
+
+struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32_t burst)
+{
+	struct nmb_bridge *br;
+	uint32_t n;
+
+	if (a->nrx == 0 || a->ntx == 0 || b->nrx == 0 || b->ntx == 0 || burst == 0)
+		return NULL;
+	br = calloc(1, sizeof(*br));
+	if (br == NULL)
+		return NULL;
+	br->port[0] = a;
+	br->port[1] = b;
+	br->burst = burst;
+	br->poll_timeout_ms = 100;
+	br->failed_port = -1;
+	n = 0;
+	for (int i = 0; i < 2; i++) {
+		br->port[i]->stats_rx = n;
+		n += br->port[i]->nrx;
+		br->port[i]->stats_tx = n;
+		n += br->port[i]->ntx;
+	}
+	br->nstats = n;
+	br->stats = calloc(n, sizeof(*br->stats));
+	if (br->stats == NULL) {
+		free(br);
+		return NULL;
+	}
+	br->zerocopy = nmb_bridge_can_zerocopy(br);
+	return br;
+}
+
+void nmb_bridge_free(struct nmb_bridge *b)
+{
+	if (b == NULL)
+		return;
+	free(b->stats);
+	free(b);
+}
+
+/* Zero-copy needs every ring of both ports to see one buffer pool. */
+int nmb_bridge_can_zerocopy(const struct nmb_bridge *b)
+{
+	const struct netmap_ring *first = b->port[0]->rx[0];
+	const char *pool = (const char *)first + first->buf_ofs;
+
+	for (int i = 0; i < 2; i++) {
+		const struct nmb_port *p = b->port[i];
+		for (uint32_t r = 0; r < p->nrx + p->ntx; r++) {
+			const struct netmap_ring *ring = r < p->nrx ? p->rx[r] : p->tx[r - p->nrx];
+			if ((const char *)ring + ring->buf_ofs != pool ||
+			    ring->nr_buf_size != first->nr_buf_size)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+void nmb_bridge_request_stop(struct nmb_bridge *b)
+{
+	__atomic_store_n(&b->stop, 1, __ATOMIC_RELAXED);
+}
+
+void nmb_bridge_publish(struct nmb_bridge *b)
+{
+	if (b->shared)
+		nmb_stats_publish(b->shared, b->stats, b->nstats, b->state);
+}
+
+static int fail(struct nmb_bridge *b, int port, int err)
+{
+	b->failed_port = port;
+	b->failed_err = err;
+	return -err;
+}
+
+static int link_down(const struct nmb_port *p)
+{
+	return __atomic_load_n(&p->link_down, __ATOMIC_RELAXED);
+}
+
+static uint32_t forward_dir(struct nmb_bridge *b, int from)
+{
+	struct nmb_port *src = b->port[from], *dst = b->port[1 - from];
+
+	return nmb_forward(src->rx, src->nrx, dst->tx, dst->ntx, b->burst, b->zerocopy,
+			   &b->stats[src->stats_rx], &b->stats[dst->stats_tx], &b->next_rx[from]);
+}
+
+static void count_syncs(struct nmb_bridge *b, struct nmb_port *p)
+{
+	for (uint32_t r = 0; r < p->nrx; r++)
+		b->stats[p->stats_rx + r].syncs++;
+}
+
+/* a ring error: resync the port and count it; fatal only when it persists */
+static int recover(struct nmb_bridge *b, int i)
+{
+	struct nmb_port *p = b->port[i];
+
+	b->stats[p->stats_rx].errors++;
+	if (++p->pollerr_run >= NMB_PERSISTENT_ERRORS)
+		return fail(b, i, EIO);
+	if (p->kind == NMB_PORT_KERNEL) {
+		int rc = nmb_kport_txsync(p);
+		if (rc == 0)
+			rc = nmb_kport_rxsync(p);
+		if (rc == -ENXIO || rc == -ENODEV)
+			return fail(b, i, -rc);
+	} else if (p->kind == NMB_PORT_PACKET && !nmb_ifindex_exists(p->ifindex)) {
+		return fail(b, i, ENODEV);
+	}
+	return 0;
+}
+
+int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
+{
+	uint64_t deadline = now_ms() + budget_ms;
+	int rc = NMB_RUN_BUDGET;
+
+	b->state = NMB_STATE_RUNNING;
+	for (;;) {
+		struct pollfd pfd[2];
+		int map[2], nfds = 0, got = 0, up[2];
+		uint32_t moved;
+		uint64_t t;
+
+		if (__atomic_load_n(&b->stop, __ATOMIC_RELAXED)) {
+			rc = NMB_RUN_STOP;
+			break;
+		}
+		if (b->count_limit && b->forwarded >= b->count_limit) {
+			rc = NMB_RUN_LIMIT;
+			break;
+		}
+		t = now_ms();
+		if (t >= deadline)
+			break;
+		for (int i = 0; i < 2; i++)
+			up[i] = !link_down(b->port[i]);
+		b->state = (up[0] && up[1]) ? NMB_STATE_RUNNING : NMB_STATE_LINK_WAIT;
+
+		/* import */
+		for (int i = 0; i < 2; i++) {
+			struct nmb_port *p = b->port[i];
+			if (!is_emulated(p) || !up[i])
+				continue;
+			int r = nmb_eport_rxsync(p, &b->stats[p->stats_rx]);
+			if (r < 0)
+				return fail(b, i, -r);
+			got += r;
+		}
+		/* forward */
+		moved = forward_dir(b, 0) + forward_dir(b, 1);
+		b->forwarded += moved;
+		/* push */
+		for (int i = 0; i < 2; i++) {
+			struct nmb_port *p = b->port[i];
+			if (!is_emulated(p) || !up[i] || !nmb_eport_tx_pending(p))
+				continue;
+			int r = nmb_eport_txsync(p, &b->stats[p->stats_tx]);
+			if (r < 0)
+				return fail(b, i, -r);
+		}
+
+		/* wait, or let the kernel ports sync without sleeping */
+		int idle = got == 0 && moved == 0;
+		for (int i = 0; i < 2; i++) {
+			struct nmb_port *p = b->port[i], *q = b->port[1 - i];
+			short ev = 0;
+
+			if (!up[i])
+				continue;
+			if (p->kind == NMB_PORT_KERNEL) {
+				/* frames of ours waiting for the peer's TX: don't ask for more */
+				if (!nmb_rx_pending(p->rx, p->nrx))
+					ev |= POLLIN;
+				if (nmb_rx_pending(q->rx, q->nrx))
+					ev |= POLLOUT;
+			} else {
+				if (!idle)
+					continue;
+				if (nmb_eport_rx_room(p))
+					ev |= POLLIN;
+				if (nmb_eport_tx_pending(p))
+					ev |= POLLOUT;
+			}
+			if (ev == 0)
+				continue;
+			pfd[nfds].fd = p->fd;
+			pfd[nfds].events = ev;
+			pfd[nfds].revents = 0;
+			map[nfds++] = i;
+		}
+		if (nfds == 0) {
+			if (idle) {
+				/* links down, or nothing to wait for: wait in user space */
+				struct timespec ts = {0, 5 * 1000000L};
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
+		int timeout = (idle && !b->busy) ? b->poll_timeout_ms : 0;
+		if (timeout > 0 && (uint64_t)timeout > deadline - t)
+			timeout = (int)(deadline - t);
+		int n = poll(pfd, (nfds_t)nfds, timeout);
+		if (n < 0) {
+			if (errno == EINTR) {
+				rc = NMB_RUN_SIGNAL;
+				break;
+			}
+			return fail(b, map[0], errno);
+		}
+		for (int k = 0; k < nfds; k++) {
+			struct nmb_port *p = b->port[map[k]];
+			if (p->kind == NMB_PORT_KERNEL)
+				count_syncs(b, p);
+			if (pfd[k].revents & (POLLERR | POLLNVAL)) {
+				int r = recover(b, map[k]);
+				if (r < 0)
+					return r;
+			} else {
+				p->pollerr_run = 0;
+			}
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		nmb_eport_collect_drops(b->port[i], &b->stats[b->port[i]->stats_rx]);
+	nmb_bridge_publish(b);
+	return rc;
+}
+
+/* Push out what the engine put on TX rings before the ports close. */
+int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
+{
+	uint64_t deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		int pending = 0;
+		for (int i = 0; i < 2; i++) {
+			struct nmb_port *p = b->port[i];
+			if (link_down(p))
+				continue;
+			if (p->kind == NMB_PORT_KERNEL) {
+				int rc = nmb_kport_txsync(p);
+				if (rc < 0)
+					return rc;
+				for (uint32_t r = 0; r < p->ntx; r++) {
+					struct netmap_ring *ring = p->tx[r];
+					if (nmb_ring_next(ring, ring->tail) != ring->head)
+						pending = 1;
+				}
+			} else if (nmb_eport_tx_pending(p)) {
+				int rc = nmb_eport_txsync(p, &b->stats[p->stats_tx]);
+				if (rc < 0)
+					return rc;
+				if (nmb_eport_tx_pending(p))
+					pending = 1;
+			}
+		}
+		if (!pending || now_ms() >= deadline)
+			break;
+		struct pollfd pfd[2];
+		int nfds = 0;
+		for (int i = 0; i < 2; i++)
+			if (!link_down(b->port[i])) {
+				pfd[nfds].fd = b->port[i]->fd;
+				pfd[nfds].events = POLLOUT;
+				nfds++;
+			}
+		poll(pfd, (nfds_t)nfds, 10);
+	}
+	b->state = NMB_STATE_STOPPED;
+	nmb_bridge_publish(b);
+	return 0;
+}

@@ -1,0 +1,43 @@
+/* The poll loop of one bridge: two ports, both directions. */
+#ifndef NMB_LOOP_H
+#define NMB_LOOP_H
+
+#include <stdint.h>
+
+#include "port.h"
+#include "stats.h"
+
+#define NMB_RUN_BUDGET 0  /* the time budget ran out: call again */
+#define NMB_RUN_STOP 1    /* stop was requested */
+#define NMB_RUN_LIMIT 2   /* the frame count was reached */
+#define NMB_RUN_SIGNAL 3  /* a signal interrupted poll(): let Python run its handlers */
+
+#define NMB_PERSISTENT_ERRORS 1000 /* consecutive ring errors after which a port has failed */
+
+struct nmb_bridge {
+	struct nmb_port *port[2];
+	int zerocopy;
+	int busy;                 /* never sleep: poll with timeout 0 */
+	uint32_t burst;
+	int poll_timeout_ms;
+	int stop;                 /* set from any thread to end nmb_bridge_run */
+	uint64_t count_limit;     /* stop after this many frames (0: never) */
+	uint64_t forwarded;       /* frames forwarded, both directions */
+	uint32_t next_rx[2];
+	uint32_t nstats;
+	struct nmb_ring_stats *stats;   /* private; published to shared */
+	struct nmb_stats_shared *shared;
+	int failed_port;          /* index of the port that failed, -1 if none */
+	int failed_err;           /* its errno */
+	uint64_t state;
+};
+
+struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32_t burst);
+void nmb_bridge_free(struct nmb_bridge *b);
+int nmb_bridge_can_zerocopy(const struct nmb_bridge *b);
+int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms);
+int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms);
+void nmb_bridge_publish(struct nmb_bridge *b);
+void nmb_bridge_request_stop(struct nmb_bridge *b);
+
+#endif

@@ -1,0 +1,195 @@
+"""The command line: parse, call, map errors to exit statuses. No logic here.
+
+`nmbridge IFACE` and `nmbridge -i A -i B` run the default command, `bridge`;
+the other commands (stats, explain, ...) sit beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import click
+
+from nmbridge import __version__, terminal
+from nmbridge.errors import EXIT_STATUSES, NmbridgeError, UsageError
+
+DEFAULT_STATS_DIR = "/run/nmbridge"
+STATS_DIR_ENV = "NMBRIDGE_STATS_DIR"
+USAGE_STATUS = 2
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _exit_status_epilog() -> str:
+    lines = ["Exit status:"]
+    lines += [f"  {code:>3}  {text}" for code, text in EXIT_STATUSES.items()]
+    return "\n".join(lines)
+
+
+class _DefaultToBridge(click.Group):
+    """Runs `bridge` when the first word is not a command: `nmbridge eth0`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in (
+            "-h",
+            "--help",
+            "--version",
+        ):
+            args = ["bridge", *args]
+        return super().parse_args(ctx, args)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            for line in _exit_status_epilog().splitlines():
+                formatter.write_text(line)
+
+
+def _verbosity(verbose: int, quiet: int) -> None:
+    terminal.set_verbosity(verbose - quiet)
+
+
+@click.group(cls=_DefaultToBridge, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="nmbridge", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Bridge netmap ports: a NIC and its host stack, or any two ports.
+
+    \b
+      nmbridge eth0                    netmap:eth0 <-> netmap:eth0^ (wire <-> host stack)
+      nmbridge -i A -i B               any two ports, in netmap's port-name syntax
+      nmbridge -i packet:veth0 -i tap:nmb0   emulated ports, no netmap module needed
+      nmbridge stats                   the counters of running instances
+      nmbridge explain PORT...         what a port name means, without opening it
+
+    See nmbridge(8) for port names, files and exit statuses.
+    """
+
+
+@cli.command("bridge", context_settings=CONTEXT)
+@click.argument("iface", required=False, metavar="[IFACE]")
+@click.option("-i", "--port", "ports", multiple=True, metavar="PORT",
+              help="A port to bridge; give exactly two (netmap:eth0, vale0:a, packet:veth0, "
+                   "tap:nmb0, ...).")
+@click.option("--burst", type=click.IntRange(1, 8192), default=1024, show_default=True,
+              help="Most frames moved from one RX ring per pass.")
+@click.option("--no-zero-copy", is_flag=True, help="Copy frames even where ports share memory.")
+@click.option("--wait-link", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="At start, wait up to SECONDS for the links to come up.")
+@click.option("--busy-poll", is_flag=True, help="Never sleep in poll(): lower latency, one "
+              "core at 100%.")
+@click.option("--poll-timeout", type=click.IntRange(1, 1000), default=100, show_default=True,
+              metavar="MS", help="Longest sleep in poll() before the loop looks around.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop after SECONDS.")
+@click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop after N frames forwarded (both directions).")
+@click.option("--name", default=None, metavar="NAME",
+              help="Instance name for the stats file (default: from the ports).")
+@click.option("--stats-dir", default=DEFAULT_STATS_DIR, show_default=True, envvar=STATS_DIR_ENV,
+              metavar="DIR", help=f"Where stats files live (env {STATS_DIR_ENV}).")
+@click.option("--live/--no-live", default=None,
+              help="A live table (default on a terminal) or a log line per interval.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              metavar="SECONDS", help="Refresh interval of the table or log line.")
+@click.option("-v", "--verbose", count=True, help="More messages.")
+@click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
+def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
+               wait_link: float, busy_poll: bool, poll_timeout: int, duration: float | None,
+               count: int | None, name: str | None, stats_dir: str, live: bool | None,
+               interval: float, verbose: int, quiet: int) -> None:
+    """Bridge IFACE's wire and host stack, or the two ports given with -i.
+
+    Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
+    rings, prints the totals and exits 0.
+    """
+    from nmbridge.runner import BridgeOptions, run_bridge
+
+    _verbosity(verbose, quiet)
+    roles: tuple[str, str] | None = None
+    if iface is not None and ports:
+        raise UsageError("give either IFACE or two -i ports, not both")
+    if iface is not None:
+        base = iface.removeprefix("netmap:")
+        if not base or any(c in base for c in "^*/@{}:") or "-" in base[:1]:
+            raise UsageError(
+                f"'{iface}' is not an interface name; use -i for netmap port names"
+            )
+        pair = (f"netmap:{base}", f"netmap:{base}^")
+        roles = ("wire", "host")
+    elif len(ports) == 2:
+        pair = (ports[0], ports[1])
+    else:
+        raise UsageError(
+            "give an interface (nmbridge eth0) or exactly two ports (-i A -i B); "
+            f"got {len(ports)} port{'s' if len(ports) != 1 else ''}"
+        )
+    run_bridge(BridgeOptions(
+        ports=pair, roles=roles, burst=burst, zero_copy=not no_zero_copy, wait_link=wait_link,
+        busy_poll=busy_poll, poll_timeout_ms=poll_timeout, duration=duration, count=count,
+        name=name, stats_dir=stats_dir, live=live, interval=interval,
+    ))
+
+
+@cli.command("explain", context_settings=CONTEXT)
+@click.argument("names", nargs=-1, required=True, metavar="PORT...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per name.")
+def explain_cmd(names: tuple[str, ...], as_json: bool) -> None:
+    """Show what nmbridge makes of port names, without opening anything."""
+    import json
+
+    from nmbridge.portspec import describe, describe_lines, parse_port
+
+    specs = [parse_port(n) for n in names]
+    for i, spec in enumerate(specs):
+        if as_json:
+            terminal.print_out(json.dumps(describe(spec), sort_keys=False))
+        else:
+            if i:
+                terminal.print_out("")
+            for line in describe_lines(spec):
+                terminal.print_out(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line and a documented status for every error."""
+    status = run(argv)
+    sys.exit(status)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="nmbridge", standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            click.echo(exc.ctx.get_help(), err=True)
+            return USAGE_STATUS
+        terminal.error(_click_message(exc))
+        return USAGE_STATUS
+    except click.exceptions.Abort:
+        return 130
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        terminal.error(exc.format_message())
+        return int(exc.exit_code)
+    except NmbridgeError as exc:
+        terminal.error(exc.message)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    return 0
+
+
+def _click_message(exc: click.UsageError) -> str:
+    cmd = exc.ctx.command_path if exc.ctx else "nmbridge"
+    return f"{exc.format_message()} (see '{cmd} --help')"
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+

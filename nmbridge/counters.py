@@ -1,0 +1,347 @@
+"""The stats file: one per running bridge, in the stats directory.
+
+Layout (all integers little-endian; the man page documents the same):
+
+    offset 0   magic        8 bytes  b"NMBSTATS"
+           8   version      u32      FORMAT_VERSION
+          12   meta_len     u32      length of the JSON metadata
+          16   pid          u32      the bridge's process id
+          20   reserved     u32
+          24   started_ns   u64      CLOCK_REALTIME when the bridge started
+          32   counters_ofs u64      where the counters area starts (page aligned)
+          40   meta         JSON     instance, ports, rings, record fields, record size,
+                                     counters header offsets
+    counters_ofs: the counters area, written only by the bridge's C loop:
+          a header (seq, heartbeat_ns, nrings, state) then one record of u64
+          counters per ring. seq is odd while the loop writes: a reader retries
+          until it reads the same even seq before and after its copy.
+
+Liveness: the bridge holds an exclusive flock() on its file for its whole
+life; the kernel drops it when the process dies, however it dies. A reader
+that can take a shared lock has found a stale file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import mmap
+import os
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmbridge.errors import NotRunning, PermissionDenied, PortBusy, StatsCorrupt, UsageError
+
+MAGIC = b"NMBSTATS"
+FORMAT_VERSION = 1
+SUFFIX = ".stats"
+DEFAULT_DIR = "/run/nmbridge"
+_FIXED = struct.Struct("<8sIIIIQQ")
+_PAGE = 4096
+_READ_RETRIES = 1000
+
+
+@dataclass(frozen=True)
+class RingCounters:
+    port: int
+    direction: str
+    ring: int
+    host: bool
+    values: dict[str, int]
+
+
+@dataclass
+class Snapshot:
+    """One consistent read of a stats file."""
+
+    path: str
+    instance: str
+    pid: int
+    started_ns: int
+    live: bool
+    state: str
+    heartbeat_ns: int
+    ports: list[dict[str, Any]]
+    zero_copy: bool
+    rings: list[RingCounters] = field(default_factory=list)
+    taken_ns: int = 0  # CLOCK_MONOTONIC when read
+
+    def totals(self, direction_port: int | None = None) -> dict[str, int]:
+        """Sums over the RX rings (of one port if given): what entered the bridge."""
+        out: dict[str, int] = {}
+        for ring in self.rings:
+            if ring.direction != "rx":
+                continue
+            if direction_port is not None and ring.port != direction_port:
+                continue
+            for k, v in ring.values.items():
+                out[k] = out.get(k, 0) + v
+        tx_drops = sum(
+            r.values.get("drop_tx", 0)
+            for r in self.rings
+            if r.direction == "tx" and (direction_port is None or r.port != direction_port)
+        )
+        out["drop_tx"] = tx_drops
+        return out
+
+
+def valid_instance_name(name: str) -> bool:
+    return (
+        0 < len(name) <= 64
+        and name not in (".", "..")
+        and all(c.isalnum() or c in "-_.:@^{}" for c in name)
+    )
+
+
+def stats_path(stats_dir: str, instance: str) -> Path:
+    if not valid_instance_name(instance):
+        raise UsageError(
+            f"bad instance name '{instance}': use letters, digits and - _ . : @ (64 at most)"
+        )
+    return Path(stats_dir) / f"{instance.replace('/', '_')}{SUFFIX}"
+
+
+def _is_locked(fd: int) -> bool:
+    """True if another process holds the writer's lock on this file."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+class StatsWriter:
+    """Creates the stats file of a running bridge and holds it until close()."""
+
+    def __init__(
+        self,
+        stats_dir: str,
+        instance: str,
+        ports: Sequence[dict[str, Any]],
+        rings: Sequence[dict[str, Any]],
+        record_fields: Sequence[str],
+        record_size: int,
+        counters_header: dict[str, int],
+        counters_header_size: int,
+        zero_copy: bool,
+    ) -> None:
+        self.path = stats_path(stats_dir, instance)
+        try:
+            os.makedirs(stats_dir, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise _dir_error(stats_dir, exc) from None
+        self._check_not_running()
+        meta = json.dumps(
+            {
+                "instance": instance,
+                "ports": list(ports),
+                "rings": list(rings),
+                "fields": list(record_fields),
+                "record_size": record_size,
+                "counters_header": counters_header,
+                "counters_header_size": counters_header_size,
+                "zero_copy": zero_copy,
+            },
+            separators=(",", ":"),
+        ).encode()
+        head_len = _FIXED.size + len(meta)
+        counters_ofs = (head_len + _PAGE - 1) // _PAGE * _PAGE
+        self.counters_offset = counters_ofs
+        size = counters_ofs + counters_header_size + record_size * len(rings)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _dir_error(stats_dir, exc) from None
+        try:
+            os.fchmod(fd, 0o644)
+            fixed = _FIXED.pack(
+                MAGIC, FORMAT_VERSION, len(meta), os.getpid(), 0, time.time_ns(), counters_ofs
+            )
+            os.ftruncate(fd, size)
+            os.pwrite(fd, fixed + meta, 0)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, self.path)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _dir_error(stats_dir, exc) from None
+        self._fd = fd
+        self._ino = os.fstat(fd).st_ino
+        self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def _check_not_running(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError:
+            return
+        try:
+            if _is_locked(fd):
+                pid = _read_pid(fd)
+                raise PortBusy(
+                    f"an instance named '{self.path.stem}' is already running"
+                    + (f" (pid {pid})" if pid else "")
+                    + ": stop it or choose another --name"
+                )
+        finally:
+            os.close(fd)
+        # a stale file of a killed instance: replaced by the rename below
+
+    def close(self) -> None:
+        """Remove the file (if it is still ours) and drop the lock."""
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._ino:
+                os.unlink(self.path)
+        with contextlib.suppress(BufferError, ValueError):
+            self.map.close()
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _dir_error(stats_dir: str, exc: OSError) -> Exception:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(
+            f"cannot write the stats file in {stats_dir}: {os.strerror(exc.errno or 0)} "
+            "(run as root, or choose a writable --stats-dir)"
+        )
+    return UsageError(f"cannot write the stats file in {stats_dir}: {exc.strerror}")
+
+
+def _read_pid(fd: int) -> int:
+    with contextlib.suppress(OSError, struct.error):
+        raw = os.pread(fd, _FIXED.size, 0)
+        if raw[:8] == MAGIC:
+            return int(_FIXED.unpack(raw)[3])
+    return 0
+
+
+def read_snapshot(path: str | Path) -> Snapshot:
+    """Read one consistent snapshot of a stats file; liveness from its lock."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotRunning(f"no stats file {path}: is the instance running?") from None
+    except OSError as exc:
+        raise NotRunning(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return _read_fd(fd, str(path))
+    finally:
+        os.close(fd)
+
+
+def _corrupt(path: str, why: str) -> StatsCorrupt:
+    return StatsCorrupt(f"{path}: {why}")
+
+
+def _read_fd(fd: int, path: str) -> Snapshot:
+    size = os.fstat(fd).st_size
+    raw = os.pread(fd, _FIXED.size, 0)
+    if len(raw) < _FIXED.size:
+        raise _corrupt(path, "truncated stats file (no header)")
+    magic, version, meta_len, pid, _res, started_ns, counters_ofs = _FIXED.unpack(raw)
+    if magic != MAGIC:
+        raise _corrupt(path, "not an nmbridge stats file (bad magic)")
+    if version > FORMAT_VERSION:
+        raise _corrupt(
+            path, f"stats format version {version} is newer than this nmbridge reads "
+            f"({FORMAT_VERSION}): upgrade nmbridge"
+        )
+    if version < 1:
+        raise _corrupt(path, f"bad stats format version {version}")
+    if _FIXED.size + meta_len > size or meta_len > 1 << 20:
+        raise _corrupt(path, "truncated stats file (metadata)")
+    try:
+        meta = json.loads(os.pread(fd, meta_len, _FIXED.size))
+        fields: list[str] = [str(f) for f in meta["fields"]]
+        record_size = int(meta["record_size"])
+        hdr_off: dict[str, int] = {k: int(v) for k, v in meta["counters_header"].items()}
+        hdr_size = int(meta["counters_header_size"])
+        rings_meta: list[dict[str, Any]] = list(meta["rings"])
+        ports: list[dict[str, Any]] = list(meta["ports"])
+        instance = str(meta["instance"])
+        zero_copy = bool(meta["zero_copy"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(path, f"bad metadata ({exc.__class__.__name__})") from None
+    if record_size < 8 * len(fields) or counters_ofs % 8:
+        raise _corrupt(path, "bad record layout")
+    area = hdr_size + record_size * len(rings_meta)
+    if counters_ofs + area > size:
+        raise _corrupt(path, "truncated stats file (counters)")
+    live = _is_locked(fd)
+    body = b""
+    seq = 0
+    for _ in range(_READ_RETRIES):
+        seq1 = struct.unpack("<Q", os.pread(fd, 8, counters_ofs + hdr_off["seq"]))[0]
+        if seq1 & 1:
+            time.sleep(0.0001)
+            continue
+        body = os.pread(fd, area, counters_ofs)
+        seq2 = struct.unpack("<Q", os.pread(fd, 8, counters_ofs + hdr_off["seq"]))[0]
+        if seq1 == seq2:
+            seq = seq1
+            break
+    else:
+        raise _corrupt(path, "counters never settled (is the writer stuck mid-update?)")
+    del seq
+    if len(body) < area:
+        raise _corrupt(path, "truncated stats file (counters)")
+    heartbeat = struct.unpack_from("<Q", body, hdr_off["heartbeat_ns"])[0]
+    state_code = struct.unpack_from("<Q", body, hdr_off["state"])[0]
+    state = {0: "starting", 1: "running", 2: "link-wait", 3: "stopped"}.get(state_code, "unknown")
+    rings: list[RingCounters] = []
+    rec = struct.Struct("<" + "Q" * len(fields))
+    for i, rm in enumerate(rings_meta):
+        vals = rec.unpack_from(body, hdr_size + i * record_size)
+        try:
+            rings.append(
+                RingCounters(
+                    port=int(rm["port"]),
+                    direction=str(rm["direction"]),
+                    ring=int(rm["ring"]),
+                    host=bool(rm.get("host", False)),
+                    values=dict(zip(fields, vals)),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            raise _corrupt(path, "bad ring metadata") from None
+    return Snapshot(
+        path=path,
+        instance=instance,
+        pid=int(pid),
+        started_ns=int(started_ns),
+        live=live,
+        state=state if live else "stale",
+        heartbeat_ns=int(heartbeat),
+        ports=ports,
+        zero_copy=zero_copy,
+        rings=rings,
+        taken_ns=time.monotonic_ns(),
+    )
+
+
+def list_instances(stats_dir: str) -> Iterator[Path]:
+    """The stats files in a directory, sorted by name."""
+    try:
+        names = sorted(os.listdir(stats_dir))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise NotRunning(f"cannot read {stats_dir}: {exc.strerror}") from None
+    for name in names:
+        if name.endswith(SUFFIX) and not name.startswith("."):
+            yield Path(stats_dir) / name

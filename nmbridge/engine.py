@@ -1,0 +1,523 @@
+"""The one module that touches nmbridge's C core (cffi `ffi` and `lib`).
+
+It checks arguments before calling C, turns every negative errno the core
+returns into a nmbridge exception, and hands plain Python types upwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nmbridge import __version__
+from nmbridge.errors import (
+    KernelRefused,
+    NetmapMissing,
+    NmbridgeError,
+    NoSuchPort,
+    PermissionDenied,
+    PortBusy,
+    PortFailed,
+    SystemFailure,
+    UsageError,
+)
+from nmbridge.portspec import PortSpec, RegisterRequest
+
+try:
+    from nmbridge._ffi._core import ffi, lib
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "nmbridge's C core is not built: install the package with 'pip install .'"
+    ) from exc
+
+
+def _verify_core_version() -> None:
+    built = ffi.string(lib.nmb_version()).decode()
+    if built != __version__:
+        raise ImportError(
+            f"nmbridge's C core was built for version {built}, the package is {__version__}: "
+            "reinstall nmbridge"
+        )
+
+
+_verify_core_version()
+
+NETMAP_DEVICE = "/dev/netmap"
+DEFAULT_SLOTS = 1024
+DEFAULT_BUF_SIZE = 2048
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+RUN_BUDGET = lib.NMB_RUN_BUDGET
+RUN_STOP = lib.NMB_RUN_STOP
+RUN_LIMIT = lib.NMB_RUN_LIMIT
+RUN_SIGNAL = lib.NMB_RUN_SIGNAL
+
+STATE_NAMES = {
+    lib.NMB_STATE_STARTING: "starting",
+    lib.NMB_STATE_RUNNING: "running",
+    lib.NMB_STATE_LINK_WAIT: "link-wait",
+    lib.NMB_STATE_STOPPED: "stopped",
+}
+
+
+def constant(name: str) -> int:
+    """A netmap constant by name (NR_REG_ALL_NIC, NR_EXCLUSIVE, NS_MOREFRAG...)."""
+    value = getattr(lib, name, None)
+    if not isinstance(value, int):
+        raise KeyError(name)
+    return value
+
+
+def ioctl_numbers() -> dict[str, int]:
+    """The ioctl request numbers as the C headers compute them."""
+    names = ("NIOCCTRL", "NIOCTXSYNC", "NIOCRXSYNC", "NIOCREGIF", "NIOCGINFO")
+    return {name: int(lib.nmb_ioctl_number(i)) for i, name in enumerate(names)}
+
+
+def _error_for(err: int, what: str) -> NmbridgeError:
+    """The nmbridge exception for an errno met while doing `what`."""
+    reason = os.strerror(err)
+    if err in (errno.EPERM, errno.EACCES):
+        return PermissionDenied(f"{what}: permission denied (run as root or with CAP_NET_ADMIN)")
+    if err in (errno.ENXIO, errno.ENODEV):
+        return NoSuchPort(f"{what}: no such interface or port")
+    if err == errno.EBUSY:
+        return PortBusy(f"{what}: busy (another program has it open)")
+    if err in (errno.EINVAL, errno.EOPNOTSUPP):
+        return KernelRefused(f"{what}: refused by the kernel ({reason})")
+    return SystemFailure(f"{what}: {reason}")
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _fill_request(req: RegisterRequest, hdr: Any, reg: Any) -> None:
+    name = req.nr_name.encode()
+    if len(name) >= lib.NETMAP_REQ_IFNAMSIZ:
+        raise UsageError(f"port name '{req.nr_name}' is longer than netmap allows")
+    hdr.nr_version = lib.NETMAP_API
+    hdr.nr_reqtype = lib.NETMAP_REQ_REGISTER
+    hdr.nr_name = name
+    reg.nr_mode = constant(req.nr_mode)
+    reg.nr_ringid = req.nr_ringid
+    flags = 0
+    for flag in req.nr_flags:
+        flags |= constant(flag)
+    reg.nr_flags = flags
+    reg.nr_mem_id = req.nr_mem_id
+    reg.nr_tx_slots = req.nr_tx_slots
+    reg.nr_rx_slots = req.nr_rx_slots
+    reg.nr_tx_rings = req.nr_tx_rings
+    reg.nr_rx_rings = req.nr_rx_rings
+    reg.nr_host_tx_rings = req.nr_host_tx_rings
+    reg.nr_host_rx_rings = req.nr_host_rx_rings
+
+
+def register_request_bytes(req: RegisterRequest) -> tuple[bytes, bytes]:
+    """The nmreq_header (pointers zeroed) and nmreq_register bytes for a request."""
+    hdr = ffi.new("struct nmreq_header *")
+    reg = ffi.new("struct nmreq_register *")
+    _fill_request(req, hdr, reg)
+    return bytes(ffi.buffer(hdr)), bytes(ffi.buffer(reg))
+
+
+# ---------------------------------------------------------------- ports
+
+
+@dataclass(frozen=True)
+class RingInfo:
+    """One ring of a port, as the stats and the live view name it."""
+
+    port: int
+    direction: str  # "rx" or "tx"
+    ringid: int
+    host: bool
+
+
+@dataclass
+class RegisterReply:
+    """What the kernel answered to a register (the fields `nmbridge check` shows)."""
+
+    nr_memsize: int
+    nr_offset: int
+    nr_mem_id: int
+    nr_tx_rings: int
+    nr_rx_rings: int
+    nr_host_tx_rings: int
+    nr_host_rx_rings: int
+    nr_tx_slots: int
+    nr_rx_slots: int
+
+
+class Port:
+    """An open port: a C `struct nmb_port` and what keeps its memory alive."""
+
+    def __init__(self, spec: PortSpec, cport: Any, keepalive: Any = None) -> None:
+        self.spec = spec
+        self._c = cport
+        self._keepalive = keepalive
+        self.reply: RegisterReply | None = None
+        self.created_tap = False
+
+    @property
+    def c(self) -> Any:
+        return self._c
+
+    @property
+    def kind(self) -> str:
+        return {
+            lib.NMB_PORT_KERNEL: "kernel",
+            lib.NMB_PORT_PACKET: "packet",
+            lib.NMB_PORT_TAP: "tap",
+        }.get(self._c.kind, "unknown")
+
+    @property
+    def fd(self) -> int:
+        return int(self._c.fd)
+
+    def rings(self, index: int) -> list[RingInfo]:
+        c = self._c
+        nif = c.nifp
+        out = []
+        for direction, count, rings, nic in (
+            ("rx", c.nrx, c.rx, nif.ni_rx_rings),
+            ("tx", c.ntx, c.tx, nif.ni_tx_rings),
+        ):
+            for r in range(count):
+                ringid = int(rings[r].ringid)
+                out.append(RingInfo(index, direction, ringid, host=ringid >= nic))
+        return out
+
+    def set_link_down(self, down: bool) -> None:
+        self._c.link_down = 1 if down else 0
+
+    def close(self) -> None:
+        if self._c is not None:
+            ffi.release(self._c)  # runs nmb_port_free now, once
+            self._c = None
+
+
+class _KernelRegion:
+    """One mmap of a netmap memory region, shared by the ports opened in it."""
+
+    def __init__(self, base: Any, size: int) -> None:
+        self.base = base
+        self.size = size
+        self.users = 0
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.base is not None:
+            lib.nmb_munmap_region(self.base, self.size)
+            self.base = None
+
+
+class _EmulatedRegion:
+    """A user-space region holding the rings of a bridge's emulated ports."""
+
+    def __init__(self, nports: int, slots: int, buf_size: int) -> None:
+        rings = ffi.new("uint32_t[]", [1, 0, 1, 0] * nports)
+        out = ffi.new("struct nmb_region **")
+        rc = lib.nmb_region_new(nports, rings, slots, buf_size, out)
+        if rc < 0:
+            raise UsageError(f"cannot lay out a region of {slots} slots of {buf_size} bytes")
+        self.c = out[0]
+        self.users = 0
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.c is not None:
+            lib.nmb_region_free(self.c)
+            self.c = None
+
+
+def _sysfs_int(ifname: str, attr: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{ifname}/{attr}") as f:
+            return int(f.read().strip(), 0)
+    except (OSError, ValueError):
+        return None
+
+
+def max_frame_for(ifname: str) -> int:
+    """The largest frame an interface passes: MTU + Ethernet header + one VLAN tag."""
+    mtu = _sysfs_int(ifname, "mtu") or 1500
+    return mtu + 18
+
+
+def _check_fd(rc: int, what: str) -> None:
+    if rc < 0:
+        raise _error_for(-rc, what)
+
+
+def _open_packet(spec: PortSpec, region: _EmulatedRegion, index: int) -> Port:
+    try:
+        ifindex = socket.if_nametoindex(spec.ifname)
+    except OSError:
+        raise NoSuchPort(f"{spec.text}: no interface named '{spec.ifname}'") from None
+    cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
+    cport.region = region.c
+    port = Port(spec, cport, region)
+    _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
+    rc = lib.nmb_packet_open(cport, ifindex, max_frame_for(spec.ifname), SOCKET_BUFFER)
+    if rc < 0:
+        raise _error_for(-rc, f"{spec.text}: cannot open an AF_PACKET socket")
+    return port
+
+
+def _open_tap(spec: PortSpec, region: _EmulatedRegion, index: int) -> Port:
+    existed = os.path.exists(f"/sys/class/net/{spec.ifname}")
+    if existed and not os.path.exists(f"/sys/class/net/{spec.ifname}/tun_flags"):
+        raise PortBusy(f"{spec.text}: '{spec.ifname}' exists and is not a TAP device")
+    cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
+    cport.region = region.c
+    port = Port(spec, cport, region)
+    _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
+    max_frame = max_frame_for(spec.ifname) if existed else 1518
+    rc = lib.nmb_tap_open(cport, spec.ifname.encode(), max_frame, 0 if existed else 1)
+    if rc < 0:
+        if -rc == errno.ENOENT:
+            raise SystemFailure(f"{spec.text}: /dev/net/tun is missing (load the tun module)")
+        raise _error_for(-rc, f"{spec.text}: cannot open the TAP device")
+    port.created_tap = not existed
+    return port
+
+
+def _netmap_missing() -> NetmapMissing:
+    return NetmapMissing(
+        "netmap is not available: /dev/netmap does not exist; load the module "
+        "('modprobe netmap' on Linux, 'kldload netmap' on FreeBSD), or try the emulated "
+        "ports: nmbridge -i packet:IFACE -i tap:NAME"
+    )
+
+
+def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
+    assert spec.request is not None
+    if not os.path.exists(NETMAP_DEVICE):
+        raise _netmap_missing()
+    cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
+    rc = lib.nmb_kport_open(cport, NETMAP_DEVICE.encode())
+    if rc < 0:
+        if -rc == errno.ENOENT:
+            raise _netmap_missing()
+        raise _error_for(-rc, f"{spec.text}: cannot open {NETMAP_DEVICE}")
+    hdr = ffi.new("struct nmreq_header *")
+    reg = ffi.new("struct nmreq_register *")
+    _fill_request(spec.request, hdr, reg)
+    hdr.nr_body = int(ffi.cast("uintptr_t", reg))
+    rc = lib.nmb_kport_register(cport, hdr)
+    if rc < 0:
+        err = -rc
+        if err == errno.ENOTTY:
+            api = ffi.new("uint32_t *")
+            lib.nmb_kport_legacy_api(NETMAP_DEVICE.encode(), api)
+            raise KernelRefused(
+                f"{spec.text}: the netmap module speaks API {api[0]}, nmbridge speaks "
+                f"{lib.NETMAP_API}..{lib.NETMAP_MAX_API}: update the netmap module"
+            )
+        if err == errno.ENXIO:
+            raise NoSuchPort(f"{spec.text}: no interface or port '{spec.request.nr_name}'")
+        if err == errno.EINVAL:
+            raise KernelRefused(
+                f"{spec.text}: the kernel refused the register (EINVAL): a ring that does not "
+                "exist, a mode the port does not support, or a netmap API other than "
+                f"{lib.NETMAP_API}"
+            )
+        raise _error_for(err, spec.text)
+    port = Port(spec, cport)
+    port.reply = RegisterReply(
+        nr_memsize=int(reg.nr_memsize),
+        nr_offset=int(reg.nr_offset),
+        nr_mem_id=int(reg.nr_mem_id),
+        nr_tx_rings=int(reg.nr_tx_rings),
+        nr_rx_rings=int(reg.nr_rx_rings),
+        nr_host_tx_rings=int(reg.nr_host_tx_rings),
+        nr_host_rx_rings=int(reg.nr_host_rx_rings),
+        nr_tx_slots=int(reg.nr_tx_slots),
+        nr_rx_slots=int(reg.nr_rx_slots),
+    )
+    region = regions.get(port.reply.nr_mem_id)
+    if region is None:
+        base = ffi.new("void **")
+        rc = lib.nmb_mmap_region(cport.fd, reg.nr_memsize, base)
+        if rc < 0:
+            raise _error_for(-rc, f"{spec.text}: cannot map the netmap region")
+        region = _KernelRegion(base[0], int(reg.nr_memsize))
+        regions[port.reply.nr_mem_id] = region
+    region.users += 1
+    port._keepalive = region
+    nifp = ffi.cast("struct netmap_if *", ffi.cast("char *", region.base) + reg.nr_offset)
+    _check_fd(lib.nmb_port_bind(cport, nifp), spec.text)
+    return port
+
+
+def open_ports(
+    specs: Sequence[PortSpec], slots: int = DEFAULT_SLOTS, buf_size: int = DEFAULT_BUF_SIZE
+) -> list[Port]:
+    """Open the ports of one bridge; emulated ports share one region, kernel ports
+    of one netmap memory region share one mapping."""
+    emulated = [s for s in specs if s.emulated]
+    eregion = _EmulatedRegion(len(emulated), slots, buf_size) if emulated else None
+    kregions: dict[int, _KernelRegion] = {}
+    ports: list[Port] = []
+    try:
+        e_index = 0
+        for spec in specs:
+            if spec.emulated:
+                assert eregion is not None
+                opener = _open_tap if spec.kind == "tap" else _open_packet
+                port = opener(spec, eregion, e_index)
+                eregion.users += 1
+                e_index += 1
+            else:
+                port = _open_kernel(spec, kregions)
+            ports.append(port)
+    except BaseException:
+        close_ports(ports)
+        if eregion is not None and eregion.users == 0:
+            eregion.users = 1
+            eregion.release()
+        raise
+    return ports
+
+
+def close_ports(ports: Sequence[Port]) -> None:
+    for port in ports:
+        keep = port._keepalive
+        port.close()
+        if isinstance(keep, (_KernelRegion, _EmulatedRegion)):
+            keep.release()
+
+
+# ---------------------------------------------------------------- stats layout
+
+
+def stats_record_fields() -> list[str]:
+    """Field names of one ring's counter record, in memory order (all u64)."""
+    fields = ffi.typeof("struct nmb_ring_stats").fields
+    names: list[str] = []
+    for name, field in fields:
+        if name == "spare":
+            continue
+        names.append(name)
+        assert field.type is ffi.typeof("uint64_t")
+    return names
+
+
+def stats_record_size() -> int:
+    return int(ffi.sizeof("struct nmb_ring_stats"))
+
+
+def stats_header_size() -> int:
+    """Size of the shared counters header that precedes the ring records."""
+    return int(ffi.offsetof("struct nmb_stats_shared", "ring"))
+
+
+def stats_header_offsets() -> dict[str, int]:
+    return {
+        name: int(ffi.offsetof("struct nmb_stats_shared", name))
+        for name in ("seq", "heartbeat_ns", "nrings", "state")
+    }
+
+
+# ---------------------------------------------------------------- the bridge
+
+
+@dataclass
+class RunResult:
+    reason: str  # "budget", "stop", "limit", "signal"
+    forwarded: int
+
+
+class Bridge:
+    """Two open ports and the C loop between them."""
+
+    def __init__(
+        self,
+        a: Port,
+        b: Port,
+        burst: int = 1024,
+        zero_copy: bool = True,
+        busy_poll: bool = False,
+        poll_timeout_ms: int = 100,
+        count: int = 0,
+    ) -> None:
+        if not 1 <= burst <= 8192:
+            raise UsageError(f"burst {burst} is out of range 1..8192")
+        self.ports = (a, b)
+        c = lib.nmb_bridge_new(a.c, b.c, burst)
+        if c == ffi.NULL:
+            raise UsageError("cannot bridge these ports: each needs at least one RX and one TX ring")
+        self._c = ffi.gc(c, lib.nmb_bridge_free)
+        self.zero_copy_possible = bool(self._c.zerocopy)
+        if not zero_copy:
+            self._c.zerocopy = 0
+        self._c.busy = 1 if busy_poll else 0
+        self._c.poll_timeout_ms = poll_timeout_ms
+        self._c.count_limit = count
+        self._shared_keep: Any = None
+
+    @property
+    def zero_copy(self) -> bool:
+        return bool(self._c.zerocopy)
+
+    @property
+    def forwarded(self) -> int:
+        return int(self._c.forwarded)
+
+    def rings(self) -> list[RingInfo]:
+        """The rings in the order of the stats records."""
+        out: list[RingInfo] = []
+        for i, port in enumerate(self.ports):
+            out.extend(port.rings(i))
+        return out
+
+    def attach_shared(self, buffer: Any, offset: int) -> None:
+        """Publish counters into a writable buffer (the stats file's mmap) at offset."""
+        ptr = ffi.from_buffer(buffer)
+        self._shared_keep = ptr
+        self._c.shared = ffi.cast("struct nmb_stats_shared *", ptr + offset)
+        lib.nmb_bridge_publish(self._c)
+
+    def detach_shared(self) -> None:
+        self._c.shared = ffi.NULL
+        if self._shared_keep is not None:
+            ffi.release(self._shared_keep)
+        self._shared_keep = None
+
+    def run(self, budget_ms: int) -> RunResult:
+        """Forward for at most budget_ms (the GIL is released meanwhile)."""
+        rc = lib.nmb_bridge_run(self._c, budget_ms)
+        if rc < 0:
+            idx = int(self._c.failed_port)
+            port = self.ports[idx] if idx in (0, 1) else self.ports[0]
+            err = int(self._c.failed_err)
+            if err in (errno.ENODEV, errno.ENXIO, errno.EBADFD):
+                raise PortFailed(f"{port.spec.text}: the interface went away")
+            raise PortFailed(f"{port.spec.text}: {os.strerror(err)}")
+        reason = {RUN_BUDGET: "budget", RUN_STOP: "stop", RUN_LIMIT: "limit"}.get(rc, "signal")
+        return RunResult(reason, self.forwarded)
+
+    def request_stop(self) -> None:
+        lib.nmb_bridge_request_stop(self._c)
+
+    def flush(self, timeout_ms: int = 1000) -> None:
+        rc = lib.nmb_bridge_flush(self._c, timeout_ms)
+        if rc < 0:
+            raise _error_for(-rc, "flushing the TX rings")
+
+    def counters(self) -> list[dict[str, int]]:
+        """The private counters (the loop's own view); call between runs."""
+        names = stats_record_fields()
+        out = []
+        for i in range(self._c.nstats):
+            rec = self._c.stats[i]
+            out.append({n: int(getattr(rec, n)) for n in names})
+        return out
+
+    def close(self) -> None:
+        self.detach_shared()

@@ -1,0 +1,177 @@
+"""Interfaces as the control plane sees them: links (through netlink), MTU,
+and the warnings a port gets before the bridge starts.
+
+Rule 8 of the design lives here: on netmap's generic adapter poll() and the
+sync ioctls block unkillably while a port's link is down, so the link of
+every kernel port is watched through netlink and the C loop is told to keep
+out of the kernel until it is up again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nmbridge import terminal
+from nmbridge.portspec import PortSpec
+
+RTMGRP_LINK = 1
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+NLMSG_HDR = struct.Struct("=IHHII")
+IFINFOMSG = struct.Struct("=BxHiII")
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+#: port kinds whose name is a real interface of this host
+NIC_KINDS = ("nic", "host", "nic+host", "nic-ring", "host-ring")
+
+
+def sysfs(ifname: str, attr: str) -> str | None:
+    try:
+        with open(f"/sys/class/net/{ifname}/{attr}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def exists(ifname: str) -> bool:
+    return os.path.isdir(f"/sys/class/net/{ifname}")
+
+
+def link_up(ifname: str) -> bool:
+    """Administratively up and with carrier (IFF_UP and IFF_LOWER_UP)."""
+    flags = sysfs(ifname, "flags")
+    if flags is None:
+        return False
+    if not int(flags, 16) & IFF_UP:
+        return False
+    return sysfs(ifname, "carrier") == "1"
+
+
+def mtu(ifname: str) -> int | None:
+    value = sysfs(ifname, "mtu")
+    return int(value) if value and value.isdigit() else None
+
+
+def port_interface(spec: PortSpec) -> str | None:
+    """The host interface behind a port, if it has one."""
+    if spec.emulated or spec.kind in NIC_KINDS:
+        return spec.ifname
+    return None
+
+
+def port_warnings(spec: PortSpec, all_specs: Sequence[PortSpec]) -> list[str]:
+    """What a user should know before this port forwards."""
+    out: list[str] = []
+    if spec.kind in ("host", "host-ring") and not any(
+        s.kind in ("nic", "nic-ring", "nic+host") and s.ifname == spec.ifname for s in all_specs
+    ):
+        out.append(
+            f"{spec.text}: the host rings alone see no traffic unless the NIC rings of "
+            f"{spec.ifname} are in netmap mode too (bridge it with netmap:{spec.ifname})"
+        )
+    return out
+
+
+class LinkWatcher:
+    """Follows the links of a bridge's ports through a netlink socket."""
+
+    def __init__(self, ports: Sequence[tuple[PortSpec, Any]]) -> None:
+        self._tracked: dict[int, tuple[str, Any, bool]] = {}  # ifindex -> (name, port, kernel)
+        self._state: dict[int, bool] = {}
+        self._sock: socket.socket | None = None
+        for spec, port in ports:
+            ifname = port_interface(spec)
+            if ifname is None:
+                continue
+            try:
+                index = socket.if_nametoindex(ifname)
+            except OSError:
+                continue
+            self._tracked[index] = (ifname, port, not spec.emulated)
+        if not self._tracked:
+            return
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.bind((0, RTMGRP_LINK))
+            sock.setblocking(False)
+            self._sock = sock
+        except OSError as exc:
+            terminal.warn(f"cannot watch links through netlink ({exc.strerror})")
+        for index, (ifname, _port, _k) in self._tracked.items():
+            self._apply(index, link_up(ifname), initial=True)
+
+    def _apply(self, index: int, up: bool, initial: bool = False) -> None:
+        ifname, port, kernel = self._tracked[index]
+        before = self._state.get(index)
+        self._state[index] = up
+        if kernel:
+            port.set_link_down(not up)
+        if before is None and up:
+            return
+        if before == up:
+            return
+        if up:
+            terminal.info(f"nmbridge: link of {ifname} is up: forwarding")
+        elif kernel:
+            terminal.warn(f"link of {ifname} is down: waiting for it (the ring stays untouched)")
+        else:
+            terminal.warn(f"link of {ifname} is down: frames to it are dropped and counted")
+
+    def poll(self) -> None:
+        """Read pending link events (never blocks)."""
+        if self._sock is None:
+            return
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        off = 0
+        while off + NLMSG_HDR.size <= len(data):
+            length, mtype, _flags, _seq, _pid = NLMSG_HDR.unpack_from(data, off)
+            if length < NLMSG_HDR.size:
+                return
+            body = off + NLMSG_HDR.size
+            if mtype in (RTM_NEWLINK, RTM_DELLINK) and body + IFINFOMSG.size <= len(data):
+                _family, _type, index, flags, _change = IFINFOMSG.unpack_from(data, body)
+                if index in self._tracked:
+                    up = mtype == RTM_NEWLINK and bool(flags & IFF_UP) and bool(
+                        flags & IFF_LOWER_UP
+                    )
+                    self._apply(index, up)
+            off += (length + 3) & ~3
+
+    def all_up(self) -> bool:
+        return all(self._state.get(i, False) for i in self._tracked)
+
+    def wait_up(self, seconds: float) -> None:
+        """Wait up to `seconds` for every watched link to be up."""
+        if seconds <= 0 or self.all_up():
+            return
+        down = [self._tracked[i][0] for i in self._tracked if not self._state.get(i)]
+        terminal.info(f"nmbridge: waiting up to {seconds:g} s for the link of {', '.join(down)}")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.all_up():
+            time.sleep(0.05)
+            self.poll()
+            for index, (ifname, _p, _k) in self._tracked.items():
+                if not self._state.get(index) and link_up(ifname):
+                    self._apply(index, True)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None

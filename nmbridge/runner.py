@@ -1,0 +1,282 @@
+"""Running one bridge: open the ports, publish counters, run the C loop until
+told to stop, flush, close, report. The CLI calls run_bridge(); the demo too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from nmbridge import terminal
+from nmbridge.counters import DEFAULT_DIR, Snapshot, StatsWriter, read_snapshot
+from nmbridge.errors import PermissionDenied, UsageError
+from nmbridge.portspec import PortSpec, parse_port
+
+#: how long the C loop runs before Python looks at signals, the clock and the links
+LOOP_BUDGET_MS = 200
+
+
+@dataclass
+class BridgeOptions:
+    ports: tuple[str, str]
+    roles: tuple[str, str] | None = None  # ("wire", "host") for `nmbridge IFACE`
+    burst: int = 1024
+    zero_copy: bool = True
+    wait_link: float = 0.0
+    busy_poll: bool = False
+    poll_timeout_ms: int = 100
+    duration: float | None = None
+    count: int | None = None
+    name: str | None = None
+    stats_dir: str = DEFAULT_DIR
+    live: bool | None = None  # None: a live table on a TTY, log lines otherwise
+    interval: float = 1.0
+    on_ready: Callable[[], None] | None = None  # called once the bridge forwards
+    on_tick: Callable[[Snapshot], None] | None = None  # called every interval
+
+
+@dataclass
+class Totals:
+    instance: str
+    seconds: float
+    forwarded: int
+    directions: dict[str, dict[str, int]]
+    reason: str
+
+
+def instance_name(ports: tuple[str, str], roles: tuple[str, str] | None) -> str:
+    """The default instance name: the interface for `nmbridge IFACE`, else both ports."""
+    if roles is not None:
+        text = ports[0].removeprefix("netmap:")
+    else:
+        text = f"{ports[0]}--{ports[1]}"
+    return re.sub(r"[^A-Za-z0-9._:@^{}-]", "_", text)[:64]
+
+
+def check_stats_dir(stats_dir: str) -> None:
+    """Fail before any port is opened if the stats file cannot be written."""
+    try:
+        os.makedirs(stats_dir, mode=0o755, exist_ok=True)
+    except PermissionError:
+        raise PermissionDenied(
+            f"cannot create the stats directory {stats_dir} (run as root, or choose "
+            "a writable --stats-dir)"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot create the stats directory {stats_dir}: {exc.strerror}") from None
+    if not os.access(stats_dir, os.W_OK | os.X_OK):
+        raise PermissionDenied(
+            f"the stats directory {stats_dir} is not writable (run as root, or choose a "
+            "writable --stats-dir)"
+        )
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM ask the loop to stop; the previous handlers come back after."""
+
+    def __init__(self, on_stop: Callable[[], None]) -> None:
+        self._on_stop = on_stop
+        self._old: dict[int, Any] = {}
+        self.received: int | None = None
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        self._on_stop()
+
+    def __enter__(self) -> _StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _port_meta(spec: PortSpec, role: str | None, kind: str) -> dict[str, Any]:
+    return {"name": spec.text, "kind": spec.kind, "backend": kind, "role": role}
+
+
+@contextlib.contextmanager
+def _opened(specs: list[PortSpec]) -> Iterator[list[Any]]:
+    from nmbridge import engine
+
+    ports = engine.open_ports(specs)
+    try:
+        yield ports
+    finally:
+        engine.close_ports(ports)
+
+
+def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
+    from nmbridge.view import direction_label
+
+    out: dict[str, dict[str, int]] = {}
+    for port in range(len(snap.ports)):
+        out[direction_label(snap, port)] = snap.totals(port)
+    return out
+
+
+def run_bridge(opts: BridgeOptions) -> Totals:
+    """Bridge two ports until stopped; returns the final totals."""
+    specs = [parse_port(p) for p in opts.ports]
+    name = opts.name or instance_name(opts.ports, opts.roles)
+    check_stats_dir(opts.stats_dir)
+    from nmbridge import engine, nic
+
+    for spec in specs:
+        for line in nic.port_warnings(spec, specs):
+            terminal.warn(line)
+    with _opened(specs) as ports:
+        watcher = nic.LinkWatcher([(p.spec, p) for p in ports])
+        bridge = engine.Bridge(
+            ports[0],
+            ports[1],
+            burst=opts.burst,
+            zero_copy=opts.zero_copy,
+            busy_poll=opts.busy_poll,
+            poll_timeout_ms=opts.poll_timeout_ms,
+            count=opts.count or 0,
+        )
+        roles = opts.roles or (None, None)
+        writer = StatsWriter(
+            opts.stats_dir,
+            name,
+            ports=[_port_meta(p.spec, roles[i], p.kind) for i, p in enumerate(ports)],
+            rings=[
+                {"port": r.port, "direction": r.direction, "ring": r.ringid, "host": r.host}
+                for r in bridge.rings()
+            ],
+            record_fields=engine.stats_record_fields(),
+            record_size=engine.stats_record_size(),
+            counters_header=engine.stats_header_offsets(),
+            counters_header_size=engine.stats_header_size(),
+            zero_copy=bridge.zero_copy,
+        )
+        try:
+            bridge.attach_shared(writer.map, writer.counters_offset)
+            return _forward(opts, name, bridge, writer, watcher, ports)
+        finally:
+            bridge.detach_shared()
+            writer.close()
+            watcher.close()
+
+
+def _forward(
+    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any, ports: list[Any]
+) -> Totals:
+    mode = "zero-copy" if bridge.zero_copy else "copy"
+    why = ""
+    if not bridge.zero_copy and bridge.zero_copy_possible:
+        why = " (--no-zero-copy)"
+    elif not bridge.zero_copy:
+        why = " (the ports do not share memory)"
+    terminal.info(
+        f"nmbridge: {ports[0].spec.text} <-> {ports[1].spec.text}, {mode}{why}, "
+        f"burst {opts.burst}, instance '{name}'"
+    )
+    watcher.wait_up(opts.wait_link)
+    started = time.monotonic()
+    deadline = started + opts.duration if opts.duration else None
+    view = _View(opts, writer, started)
+    reason = "stop"
+    with _StopSignals(bridge.request_stop) as stops:
+        ready_sent = False
+        view.start()
+        try:
+            while True:
+                watcher.poll()
+                res = bridge.run(LOOP_BUDGET_MS)
+                if not ready_sent:
+                    ready_sent = True
+                    if opts.on_ready:
+                        opts.on_ready()
+                if res.reason in ("stop", "limit"):
+                    reason = "signal" if stops.received else res.reason
+                    break
+                if stops.received:
+                    reason = "signal"
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    reason = "duration"
+                    break
+        finally:
+            view.stop()
+            bridge.flush(1000)
+    final = read_snapshot(writer.path)
+    view.final(final)
+    seconds = time.monotonic() - started
+    totals = Totals(name, seconds, bridge.forwarded, direction_totals(final), reason)
+    _print_totals(totals)
+    return totals
+
+
+def _print_totals(t: Totals) -> None:
+    parts = []
+    for direction, v in t.directions.items():
+        drops = v.get("drop_oversize", 0) + v.get("drop_chain", 0) + v.get("drop_rx", 0)
+        drops += v.get("drop_tx", 0)
+        parts.append(f"{direction} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes "
+                     f"{drops} dropped")
+    terminal.info(f"nmbridge: stopped ({t.reason}) after {t.seconds:.1f} s: " + "; ".join(parts))
+
+
+class _View:
+    """The live table on a TTY, or a log line per interval when something moved."""
+
+    def __init__(self, opts: BridgeOptions, writer: StatsWriter, started: float) -> None:
+        from nmbridge.view import Refresher
+
+        self._opts = opts
+        self._path = writer.path
+        self._started = started
+        self._prev: Snapshot | None = None
+        live = opts.live if opts.live is not None else sys.stdout.isatty()
+        self._live_mode = live and terminal.verbosity() >= 0
+        self._live: Any = None
+        self._refresher = Refresher(opts.interval, self._tick)
+
+    def start(self) -> None:
+        if self._live_mode:
+            from nmbridge.view import live_display
+
+            self._live = live_display()
+            self._live.start()
+        self._refresher.start()
+
+    def _tick(self) -> None:
+        try:
+            snap = read_snapshot(self._path)
+        except Exception:  # the file is ours; a failed read only skips one refresh
+            return
+        if self._opts.on_tick:
+            self._opts.on_tick(snap)
+        self._show(snap)
+        self._prev = snap
+
+    def _show(self, snap: Snapshot) -> None:
+        from nmbridge.view import bridge_table, log_line
+
+        if self._live is not None:
+            self._live.update(bridge_table(snap, self._prev, time.monotonic() - self._started),
+                              refresh=True)
+        elif terminal.verbosity() >= 0:
+            line = log_line(snap, self._prev)
+            if line:
+                terminal.info(line)
+
+    def final(self, snap: Snapshot) -> None:
+        if self._live is not None:
+            self._show(snap)
+            self._live.stop()
+
+    def stop(self) -> None:
+        self._refresher.stop()

@@ -1,0 +1,79 @@
+"""The one place that writes to the terminal: a stdout and a stderr console.
+
+rich is imported only when a console is first needed, so that `nmbridge
+--help` and the error paths stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_consoles: dict[str, Console] = {}
+_verbosity = 0
+
+
+def set_verbosity(level: int) -> None:
+    global _verbosity
+    _verbosity = level
+
+
+def verbosity() -> int:
+    return _verbosity
+
+
+def stdout() -> Console:
+    return _console("out")
+
+
+def stderr() -> Console:
+    return _console("err")
+
+
+def _console(which: str) -> Console:
+    con = _consoles.get(which)
+    if con is None:
+        from rich.console import Console
+
+        con = Console(stderr=which == "err", highlight=False, soft_wrap=True)
+        _consoles[which] = con
+    return con
+
+
+def print_out(text: str) -> None:
+    """A line of program output on stdout (JSON, tables, exported metrics)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def info(text: str) -> None:
+    """A progress or status line on stderr (hidden by -q)."""
+    if _verbosity >= 0:
+        _line(text)
+
+
+def debug(text: str) -> None:
+    if _verbosity > 0:
+        _line(text)
+
+
+def warn(text: str) -> None:
+    if _verbosity >= 0:
+        _line(f"nmbridge: warning: {text}")
+
+
+def error(text: str) -> None:
+    """The one line a failure gets on stderr."""
+    _line(f"nmbridge: error: {text}")
+
+
+def _line(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def render(renderable: Any) -> None:
+    stdout().print(renderable)

@@ -1,0 +1,206 @@
+"""Counters snapshots -> rich renderables (pure), and the live refresh.
+
+The renderers take snapshots and return tables; they never read files or
+clocks, so tests render them at a fixed width without colour.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nmbridge.counters import RingCounters, Snapshot
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+DROP_FIELDS = ("drop_oversize", "drop_chain", "drop_rx", "drop_tx")
+
+
+@dataclass(frozen=True)
+class Row:
+    direction: str
+    ring: str
+    frames: int
+    bytes: int
+    fps: float
+    bps: float
+    drops: int
+    txfull: int
+    errors: int
+
+
+def direction_label(snap: Snapshot, port: int) -> str:
+    """'wire->host' for an interface's two sides, else 'A->B' with the port names."""
+    ports = snap.ports
+    if len(ports) != 2:
+        return f"port{port}"
+    src, dst = ports[port], ports[1 - port]
+    if src.get("role") and dst.get("role"):
+        return f"{src['role']}->{dst['role']}"
+    return f"{src.get('name', port)}->{dst.get('name', 1 - port)}"
+
+
+def _ring_name(r: RingCounters) -> str:
+    return f"{'host ' if r.host else ''}{r.direction} {r.ring}"
+
+
+def _drops(values: dict[str, int]) -> int:
+    return sum(values.get(f, 0) for f in DROP_FIELDS if f != "drop_tx")
+
+
+def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
+    """One row per RX ring (a direction's input), with rates against prev."""
+    out: list[Row] = []
+    dt = (snap.taken_ns - prev.taken_ns) / 1e9 if prev is not None else 0.0
+    prev_by_key = {}
+    if prev is not None:
+        prev_by_key = {(r.port, r.direction, r.ring): r for r in prev.rings}
+    for r in snap.rings:
+        if r.direction != "rx":
+            continue
+        v = r.values
+        p = prev_by_key.get((r.port, r.direction, r.ring))
+        fps = bps = 0.0
+        if p is not None and dt > 0:
+            fps = max(0, v["frames"] - p.values["frames"]) / dt
+            bps = max(0, v["bytes"] - p.values["bytes"]) * 8 / dt
+        # frames this direction's TX side could not send are drops of this direction
+        tx_drop = sum(
+            t.values.get("drop_tx", 0) for t in snap.rings if t.direction == "tx" and t.port != r.port
+        )
+        first_rx = min((x.ring for x in snap.rings if x.port == r.port and x.direction == "rx"))
+        out.append(
+            Row(
+                direction=direction_label(snap, r.port),
+                ring=_ring_name(r),
+                frames=v["frames"],
+                bytes=v["bytes"],
+                fps=fps,
+                bps=bps,
+                drops=_drops(v) + (tx_drop if r.ring == first_rx else 0),
+                txfull=v.get("txfull", 0),
+                errors=v.get("errors", 0),
+            )
+        )
+    return out
+
+
+def human_rate(value: float, unit: str) -> str:
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Table:
+    """The live table: a header with the ports, then a row per ring and totals."""
+    from rich.table import Table
+
+    names = " <-> ".join(str(p.get("name", "?")) for p in snap.ports)
+    title = (
+        f"nmbridge {snap.instance}: {names}  "
+        f"zero-copy {'on' if snap.zero_copy else 'off'}  up {human_duration(uptime_s)}  "
+        f"[{snap.state}]"
+    )
+    table = Table(title=title, title_justify="left", expand=False)
+    for col, justify in (
+        ("direction", "left"),
+        ("ring", "left"),
+        ("frames", "right"),
+        ("frames/s", "right"),
+        ("bits/s", "right"),
+        ("drops", "right"),
+        ("tx full", "right"),
+        ("errors", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    all_rows = rows(snap, prev)
+    for row in all_rows:
+        table.add_row(
+            row.direction,
+            row.ring,
+            f"{row.frames:,}",
+            human_rate(row.fps, "fps"),
+            human_rate(row.bps, "bit/s"),
+            f"{row.drops:,}",
+            f"{row.txfull:,}",
+            f"{row.errors:,}",
+        )
+    if all_rows:
+        table.add_section()
+        table.add_row(
+            "total",
+            "",
+            f"{sum(r.frames for r in all_rows):,}",
+            human_rate(sum(r.fps for r in all_rows), "fps"),
+            human_rate(sum(r.bps for r in all_rows), "bit/s"),
+            f"{sum(r.drops for r in all_rows):,}",
+            f"{sum(r.txfull for r in all_rows):,}",
+            f"{sum(r.errors for r in all_rows):,}",
+        )
+    return table
+
+
+def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
+    """A compact line per interval for logs; None when nothing moved (idle is quiet)."""
+    moved = ("frames", "bytes", *DROP_FIELDS, "errors")
+    if prev is None:
+        if not any(r.values.get(k) for r in snap.rings for k in moved):
+            return None
+    elif len(snap.rings) == len(prev.rings) and all(
+        a.values.get(k) == b.values.get(k) for a, b in zip(snap.rings, prev.rings) for k in moved
+    ):
+        return None
+    by_dir: dict[str, list[Row]] = {}
+    for row in rows(snap, prev):
+        by_dir.setdefault(row.direction, []).append(row)
+    parts = []
+    for direction, rs in by_dir.items():
+        parts.append(
+            f"{direction} {sum(r.frames for r in rs)} frames "
+            f"{human_rate(sum(r.fps for r in rs), 'fps')} "
+            f"{human_rate(sum(r.bps for r in rs), 'bit/s')} "
+            f"drops {sum(r.drops for r in rs)}"
+        )
+    return "; ".join(parts)
+
+
+class Refresher:
+    """Calls `tick` every `interval` seconds in a thread until stopped."""
+
+    def __init__(self, interval: float, tick: Callable[[], None]) -> None:
+        self._interval = interval
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nmbridge-view", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+
+def live_display() -> Any:
+    """A rich Live bound to the stdout console."""
+    from rich.live import Live
+
+    from nmbridge.terminal import stdout
+
+    return Live(console=stdout(), auto_refresh=False, transient=False)
