@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 import click
 
 from nmbridge import __version__, terminal
@@ -50,7 +51,9 @@ def _verbosity(verbose: int, quiet: int) -> None:
 
 
 @click.group(cls=_DefaultToBridge, context_settings=CONTEXT)
-@click.version_option(__version__, "--version", prog_name="nmbridge", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "--version", prog_name="nmbridge", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Bridge netmap ports: a NIC and its host stack, or any two ports.
 

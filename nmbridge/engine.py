@@ -46,7 +46,8 @@ def _verify_core_version() -> None:
 
 _verify_core_version()
 
-NETMAP_DEVICE = "/dev/netmap"
+#: the netmap control device; NMBRIDGE_NETMAP_DEVICE names another (tests use a fake one)
+NETMAP_DEVICE = os.environ.get("NMBRIDGE_NETMAP_DEVICE", "/dev/netmap")
 DEFAULT_SLOTS = 1024
 DEFAULT_BUF_SIZE = 2048
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -204,15 +205,19 @@ class Port:
 class _KernelRegion:
     """One mmap of a netmap memory region, shared by the ports opened in it."""
 
-    def __init__(self, base: Any, size: int) -> None:
+    def __init__(self, base: Any, size: int, owner: Any = None) -> None:
         self.base = base
         self.size = size
         self.users = 0
+        self._owner = owner  # an _ExtMem whose mapping this is
 
     def release(self) -> None:
         self.users -= 1
         if self.users == 0 and self.base is not None:
-            lib.nmb_munmap_region(self.base, self.size)
+            if self._owner is not None:
+                self._owner.release()
+            else:
+                lib.nmb_munmap_region(self.base, self.size)
             self.base = None
 
 
@@ -295,8 +300,7 @@ def _netmap_missing() -> NetmapMissing:
     )
 
 
-def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
-    assert spec.request is not None
+def _open_device(text: str) -> Any:
     if not os.path.exists(NETMAP_DEVICE):
         raise _netmap_missing()
     cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
@@ -304,30 +308,101 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     if rc < 0:
         if -rc == errno.ENOENT:
             raise _netmap_missing()
-        raise _error_for(-rc, f"{spec.text}: cannot open {NETMAP_DEVICE}")
+        raise _error_for(-rc, f"{text}: cannot open {NETMAP_DEVICE}")
+    return cport
+
+
+def _share_mem_id(spec: PortSpec, share: str) -> int:
+    """@share=PORT: the memory region PORT is in (NETMAP_REQ_PORT_INFO_GET)."""
+    from nmbridge.portspec import parse_port
+
+    other = parse_port(share)
+    if other.request is None:
+        raise UsageError(f"{spec.text}: @share needs a netmap port, not '{share}'")
+    cport = _open_device(spec.text)
+    hdr = ffi.new("struct nmreq_header *")
+    info = ffi.new("struct nmreq_port_info_get *")
+    hdr.nr_version = lib.NETMAP_API
+    hdr.nr_reqtype = lib.NETMAP_REQ_PORT_INFO_GET
+    hdr.nr_name = other.request.nr_name.encode()
+    hdr.nr_body = int(ffi.cast("uintptr_t", info))
+    rc = lib.nmb_kport_register(cport, hdr)
+    ffi.release(cport)
+    if rc < 0:
+        raise _error_for(-rc, f"{spec.text}: @share={share}")
+    return int(info.nr_mem_id)
+
+
+class _ExtMem:
+    """@extmem:file=PATH: the file mapped as the memory of the port's region."""
+
+    def __init__(self, spec: PortSpec, keys: dict[str, str]) -> None:
+        path = keys["file"]
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise UsageError(f"{spec.text}: cannot open '{path}': {exc.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                raise UsageError(f"{spec.text}: '{path}' is empty: it cannot hold a region")
+            base = ffi.new("void **")
+            rc = lib.nmb_mmap_region(fd, size, base)
+            if rc < 0:
+                raise _error_for(-rc, f"{spec.text}: cannot map '{path}'")
+        finally:
+            os.close(fd)
+        self.base = base[0]
+        self.size = size
+        opt = ffi.new("struct nmreq_opt_extmem *")
+        opt.nro_opt.nro_reqtype = lib.NETMAP_REQ_OPT_EXTMEM
+        opt.nro_usrptr = int(ffi.cast("uintptr_t", self.base))
+        info = opt.nro_info
+        info.nr_memsize = size
+        for key, field in (
+            ("if_num", "nr_if_pool_objtotal"),
+            ("if_size", "nr_if_pool_objsize"),
+            ("ring_num", "nr_ring_pool_objtotal"),
+            ("ring_size", "nr_ring_pool_objsize"),
+            ("buf_num", "nr_buf_pool_objtotal"),
+            ("buf_size", "nr_buf_pool_objsize"),
+        ):
+            if key in keys:
+                setattr(info, field, int(keys[key]))
+        self.option = opt
+
+    def release(self) -> None:
+        if self.base is not None:
+            lib.nmb_munmap_region(self.base, self.size)
+            self.base = None
+
+
+def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
+    req = spec.request
+    assert req is not None
+    if req.offset is not None:
+        raise UsageError(
+            f"{spec.text}: @offset is not for bridging: nmbridge's engine moves whole "
+            "buffers and does not use buffer offsets; open the port without it"
+        )
+    cport = _open_device(spec.text)
     hdr = ffi.new("struct nmreq_header *")
     reg = ffi.new("struct nmreq_register *")
-    _fill_request(spec.request, hdr, reg)
+    _fill_request(req, hdr, reg)
+    if req.share is not None:
+        reg.nr_mem_id = _share_mem_id(spec, req.share)
+    extmem = _ExtMem(spec, req.extmem) if req.extmem is not None else None
+    if extmem is not None:
+        hdr.nr_options = int(ffi.cast("uintptr_t", extmem.option))
     hdr.nr_body = int(ffi.cast("uintptr_t", reg))
-    rc = lib.nmb_kport_register(cport, hdr)
-    if rc < 0:
-        err = -rc
-        if err == errno.ENOTTY:
-            api = ffi.new("uint32_t *")
-            lib.nmb_kport_legacy_api(NETMAP_DEVICE.encode(), api)
-            raise KernelRefused(
-                f"{spec.text}: the netmap module speaks API {api[0]}, nmbridge speaks "
-                f"{lib.NETMAP_API}..{lib.NETMAP_MAX_API}: update the netmap module"
-            )
-        if err == errno.ENXIO:
-            raise NoSuchPort(f"{spec.text}: no interface or port '{spec.request.nr_name}'")
-        if err == errno.EINVAL:
-            raise KernelRefused(
-                f"{spec.text}: the kernel refused the register (EINVAL): a ring that does not "
-                "exist, a mode the port does not support, or a netmap API other than "
-                f"{lib.NETMAP_API}"
-            )
-        raise _error_for(err, spec.text)
+    try:
+        rc = lib.nmb_kport_register(cport, hdr)
+        if rc < 0:
+            raise _register_error(spec, -rc, extmem)
+    except BaseException:
+        if extmem is not None:
+            extmem.release()
+        raise
     port = Port(spec, cport)
     port.reply = RegisterReply(
         nr_memsize=int(reg.nr_memsize),
@@ -342,17 +417,46 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     )
     region = regions.get(port.reply.nr_mem_id)
     if region is None:
-        base = ffi.new("void **")
-        rc = lib.nmb_mmap_region(cport.fd, reg.nr_memsize, base)
-        if rc < 0:
-            raise _error_for(-rc, f"{spec.text}: cannot map the netmap region")
-        region = _KernelRegion(base[0], int(reg.nr_memsize))
+        if extmem is not None:
+            region = _KernelRegion(extmem.base, extmem.size, owner=extmem)
+        else:
+            base = ffi.new("void **")
+            rc = lib.nmb_mmap_region(cport.fd, reg.nr_memsize, base)
+            if rc < 0:
+                raise _error_for(-rc, f"{spec.text}: cannot map the netmap region")
+            region = _KernelRegion(base[0], int(reg.nr_memsize))
         regions[port.reply.nr_mem_id] = region
+    elif extmem is not None:
+        extmem.release()
     region.users += 1
     port._keepalive = region
     nifp = ffi.cast("struct netmap_if *", ffi.cast("char *", region.base) + reg.nr_offset)
     _check_fd(lib.nmb_port_bind(cport, nifp), spec.text)
     return port
+
+
+def _register_error(spec: PortSpec, err: int, extmem: _ExtMem | None) -> NmbridgeError:
+    assert spec.request is not None
+    if err == errno.ENOTTY:
+        api = ffi.new("uint32_t *")
+        lib.nmb_kport_legacy_api(NETMAP_DEVICE.encode(), api)
+        return KernelRefused(
+            f"{spec.text}: the netmap module speaks API {api[0]}, nmbridge speaks "
+            f"{lib.NETMAP_API}..{lib.NETMAP_MAX_API}: update the netmap module"
+        )
+    if err == errno.ENXIO:
+        return NoSuchPort(f"{spec.text}: no interface or port '{spec.request.nr_name}'")
+    if err == errno.EBUSY:
+        return PortBusy(f"{spec.text}: busy (another program has these rings open)")
+    if err == errno.EOPNOTSUPP and extmem is not None:
+        return KernelRefused(f"{spec.text}: the kernel refused @extmem (built without it?)")
+    if err == errno.EINVAL:
+        return KernelRefused(
+            f"{spec.text}: the kernel refused the register (EINVAL): a ring that does not "
+            "exist, a mode the port does not support, or a netmap API other than "
+            f"{lib.NETMAP_API}"
+        )
+    return _error_for(err, spec.text)
 
 
 def open_ports(
@@ -451,7 +555,9 @@ class Bridge:
         self.ports = (a, b)
         c = lib.nmb_bridge_new(a.c, b.c, burst)
         if c == ffi.NULL:
-            raise UsageError("cannot bridge these ports: each needs at least one RX and one TX ring")
+            raise UsageError(
+                "cannot bridge these ports: each needs at least one RX and one TX ring"
+            )
         self._c = ffi.gc(c, lib.nmb_bridge_free)
         self.zero_copy_possible = bool(self._c.zerocopy)
         if not zero_copy:

@@ -54,10 +54,7 @@ class Totals:
 
 def instance_name(ports: tuple[str, str], roles: tuple[str, str] | None) -> str:
     """The default instance name: the interface for `nmbridge IFACE`, else both ports."""
-    if roles is not None:
-        text = ports[0].removeprefix("netmap:")
-    else:
-        text = f"{ports[0]}--{ports[1]}"
+    text = ports[0].removeprefix("netmap:") if roles is not None else f"{ports[0]}--{ports[1]}"
     return re.sub(r"[^A-Za-z0-9._:@^{}-]", "_", text)[:64]
 
 

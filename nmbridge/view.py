@@ -69,9 +69,11 @@ def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
             bps = max(0, v["bytes"] - p.values["bytes"]) * 8 / dt
         # frames this direction's TX side could not send are drops of this direction
         tx_drop = sum(
-            t.values.get("drop_tx", 0) for t in snap.rings if t.direction == "tx" and t.port != r.port
+            t.values.get("drop_tx", 0)
+            for t in snap.rings
+            if t.direction == "tx" and t.port != r.port
         )
-        first_rx = min((x.ring for x in snap.rings if x.port == r.port and x.direction == "rx"))
+        first_rx = min(x.ring for x in snap.rings if x.port == r.port and x.direction == "rx")
         out.append(
             Row(
                 direction=direction_label(snap, r.port),

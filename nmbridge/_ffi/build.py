@@ -75,7 +75,10 @@ def make_builder(env: dict[str, str] | None = None) -> FFI:
         '#include "nmb.h"',
         sources=[str(Path("nmbridge/_ffi/src") / s) for s in SOURCES],
         include_dirs=[str(src)],
-        define_macros=[("_GNU_SOURCE", "1"), version_define(package_version(HERE.parent / "__init__.py"))],
+        define_macros=[
+            ("_GNU_SOURCE", "1"),
+            version_define(package_version(HERE.parent / "__init__.py")),
+        ],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
     )

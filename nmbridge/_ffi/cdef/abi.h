@@ -112,6 +112,38 @@ struct nmreq_option {
 	uint64_t nro_size;
 };
 
+struct nmreq_pools_info {
+	uint64_t nr_memsize;
+	uint16_t nr_mem_id;
+	uint16_t pad1[3];
+	uint64_t nr_if_pool_offset;
+	uint32_t nr_if_pool_objtotal;
+	uint32_t nr_if_pool_objsize;
+	uint64_t nr_ring_pool_offset;
+	uint32_t nr_ring_pool_objtotal;
+	uint32_t nr_ring_pool_objsize;
+	uint64_t nr_buf_pool_offset;
+	uint32_t nr_buf_pool_objtotal;
+	uint32_t nr_buf_pool_objsize;
+};
+
+/* NETMAP_REQ_OPT_EXTMEM: the region lives in memory user space provides */
+struct nmreq_opt_extmem {
+	struct nmreq_option nro_opt;
+	uint64_t nro_usrptr;
+	struct nmreq_pools_info nro_info;
+};
+
+/* NETMAP_REQ_OPT_OFFSETS: frames start at an offset inside their buffers */
+struct nmreq_opt_offsets {
+	struct nmreq_option nro_opt;
+	uint64_t nro_max_offset;
+	uint64_t nro_initial_offset;
+	uint32_t nro_offset_bits;
+	uint32_t nro_tx_align;
+	uint64_t nro_min_gap;
+};
+
 struct nmreq_port_info_get {
 	uint64_t nr_memsize;
 	uint32_t nr_tx_slots;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up a development environment from a fresh clone: the Debian packages the
+# tests use, a virtualenv in .venv, and nmbridge installed in it (its C core
+# compiled) with the test extras. Safe to run again. Needs Python 3.9+, gcc, git.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: ip (iproute2) for namespaces, ping for the traffic tests,
+# mandoc to lint the man page, systemd-analyze to verify the unit.
+need_pkgs=()
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v mandoc >/dev/null || need_pkgs+=(mandoc)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+if ((${#need_pkgs[@]})); then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing Debian packages: ${need_pkgs[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "setup: missing commands; install these packages: ${need_pkgs[*]}" >&2
+        exit 1
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'

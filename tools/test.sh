@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (tools/setup.sh) and run the whole test suite: lint, types, the C core
+# under the tests, integration tests with real packets (root), the man page.
+# Under CI=true a test that needs root and cannot have it fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+echo "== ruff"
+.venv/bin/ruff check nmbridge tests benchmarks
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest tests "$@"
