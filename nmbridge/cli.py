@@ -133,6 +133,26 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
     ))
 
 
+@cli.command("check", context_settings=CONTEXT)
+@click.argument("iface", metavar="IFACE")
+@click.option("--fix", is_flag=True, help="Turn the NIC offloads off (all of them).")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+def check_cmd(iface: str, fix: bool, as_json: bool) -> None:
+    """Tell whether IFACE is ready for netmap: the module and its API, link, MTU
+    against the buffer size, rings, offloads. Exit 0 if ready, 10 if not."""
+    import json
+
+    from nmbridge.check import check_interface, raise_unless_ready
+
+    report = check_interface(iface, fix=fix)
+    if as_json:
+        terminal.print_out(json.dumps(report.as_dict()))
+    else:
+        for line in report.lines():
+            terminal.print_out(line)
+    raise_unless_ready(report)
+
+
 @cli.command("explain", context_settings=CONTEXT)
 @click.argument("names", nargs=-1, required=True, metavar="PORT...")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per name.")

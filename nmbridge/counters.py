@@ -45,6 +45,7 @@ DEFAULT_DIR = "/run/nmbridge"
 _FIXED = struct.Struct("<8sIIIIQQ")
 _PAGE = 4096
 _READ_RETRIES = 1000
+_HEADER_KEYS = ("seq", "heartbeat_ns", "nrings", "state")
 
 
 @dataclass(frozen=True)
@@ -92,19 +93,21 @@ class Snapshot:
 
 
 def valid_instance_name(name: str) -> bool:
+    # a leading dot would hide the file from list_instances (temporary files start so)
     return (
         0 < len(name) <= 64
-        and name not in (".", "..")
-        and all(c.isalnum() or c in "-_.:@^{}" for c in name)
+        and not name.startswith(".")
+        and all(c.isascii() and (c.isalnum() or c in "-_.:@^{}") for c in name)
     )
 
 
 def stats_path(stats_dir: str, instance: str) -> Path:
     if not valid_instance_name(instance):
         raise UsageError(
-            f"bad instance name '{instance}': use letters, digits and - _ . : @ (64 at most)"
+            f"bad instance name '{instance}': use letters, digits and - _ . : @ ^ {{ }} "
+            "(64 at most, not starting with a dot)"
         )
-    return Path(stats_dir) / f"{instance.replace('/', '_')}{SUFFIX}"
+    return Path(stats_dir) / f"{instance}{SUFFIX}"
 
 
 def _is_locked(fd: int) -> bool:
@@ -139,7 +142,6 @@ class StatsWriter:
             os.makedirs(stats_dir, mode=0o755, exist_ok=True)
         except OSError as exc:
             raise _dir_error(stats_dir, exc) from None
-        self._check_not_running()
         meta = json.dumps(
             {
                 "instance": instance,
@@ -170,12 +172,18 @@ class StatsWriter:
             os.ftruncate(fd, size)
             os.pwrite(fd, fixed + meta, 0)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(tmp, self.path)
-        except OSError as exc:
+            # two bridges of one name starting together: only one may pass the
+            # check and rename, so both steps happen under the directory's lock
+            with _dir_locked(stats_dir):
+                self._check_not_running()
+                os.rename(tmp, self.path)
+        except BaseException as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise _dir_error(stats_dir, exc) from None
+            if isinstance(exc, OSError):
+                raise _dir_error(stats_dir, exc) from None
+            raise
         self._fd = fd
         self._ino = os.fstat(fd).st_ino
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -212,6 +220,16 @@ class StatsWriter:
         self._fd = -1
 
 
+@contextlib.contextmanager
+def _dir_locked(stats_dir: str) -> Iterator[None]:
+    dfd = os.open(stats_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(dfd)
+
+
 def _dir_error(stats_dir: str, exc: OSError) -> Exception:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PermissionDenied(
@@ -240,12 +258,32 @@ def read_snapshot(path: str | Path) -> Snapshot:
         raise NotRunning(f"cannot read {path}: {exc.strerror}") from None
     try:
         return _read_fd(fd, str(path))
+    except OSError as exc:
+        raise _corrupt(str(path), f"cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
 
 def _corrupt(path: str, why: str) -> StatsCorrupt:
     return StatsCorrupt(f"{path}: {why}")
+
+
+def _read_counters(fd: int, path: str, ofs: int, area: int, seq_off: int, live: bool) -> bytes:
+    """The counters area, consistent under the writer's seqlock."""
+    if not live:
+        # nobody writes a stale file any more (a writer killed mid-update leaves
+        # seq odd for ever): what is there is all there will be
+        return os.pread(fd, area, ofs)
+    for _ in range(_READ_RETRIES):
+        seq1 = struct.unpack("<Q", os.pread(fd, 8, ofs + seq_off))[0]
+        if seq1 & 1:
+            time.sleep(0.0001)
+            continue
+        body = os.pread(fd, area, ofs)
+        seq2 = struct.unpack("<Q", os.pread(fd, 8, ofs + seq_off))[0]
+        if seq1 == seq2:
+            return body
+    raise _corrupt(path, "counters never settled (is the writer stuck mid-update?)")
 
 
 def _read_fd(fd: int, path: str) -> Snapshot:
@@ -275,29 +313,25 @@ def _read_fd(fd: int, path: str) -> Snapshot:
         ports: list[dict[str, Any]] = list(meta["ports"])
         instance = str(meta["instance"])
         zero_copy = bool(meta["zero_copy"])
-    except (ValueError, KeyError, TypeError) as exc:
+        if not all(isinstance(meta[k], list) for k in ("fields", "rings", "ports")):
+            raise TypeError("fields, rings and ports must be lists")
+        if not all(isinstance(p, dict) for p in ports):
+            raise TypeError("ports")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _corrupt(path, f"bad metadata ({exc.__class__.__name__})") from None
-    if record_size < 8 * len(fields) or counters_ofs % 8:
+    if (
+        record_size < 8 * len(fields)
+        or counters_ofs % 8
+        or counters_ofs < _FIXED.size + meta_len
+        or any(k not in hdr_off for k in _HEADER_KEYS)
+        or any(not 0 <= off <= hdr_size - 8 or off % 8 for off in hdr_off.values())
+    ):
         raise _corrupt(path, "bad record layout")
     area = hdr_size + record_size * len(rings_meta)
     if counters_ofs + area > size:
         raise _corrupt(path, "truncated stats file (counters)")
     live = _is_locked(fd)
-    body = b""
-    seq = 0
-    for _ in range(_READ_RETRIES):
-        seq1 = struct.unpack("<Q", os.pread(fd, 8, counters_ofs + hdr_off["seq"]))[0]
-        if seq1 & 1:
-            time.sleep(0.0001)
-            continue
-        body = os.pread(fd, area, counters_ofs)
-        seq2 = struct.unpack("<Q", os.pread(fd, 8, counters_ofs + hdr_off["seq"]))[0]
-        if seq1 == seq2:
-            seq = seq1
-            break
-    else:
-        raise _corrupt(path, "counters never settled (is the writer stuck mid-update?)")
-    del seq
+    body = _read_counters(fd, path, counters_ofs, area, hdr_off["seq"], live)
     if len(body) < area:
         raise _corrupt(path, "truncated stats file (counters)")
     heartbeat = struct.unpack_from("<Q", body, hdr_off["heartbeat_ns"])[0]
@@ -308,17 +342,18 @@ def _read_fd(fd: int, path: str) -> Snapshot:
     for i, rm in enumerate(rings_meta):
         vals = rec.unpack_from(body, hdr_size + i * record_size)
         try:
-            rings.append(
-                RingCounters(
-                    port=int(rm["port"]),
-                    direction=str(rm["direction"]),
-                    ring=int(rm["ring"]),
-                    host=bool(rm.get("host", False)),
-                    values=dict(zip(fields, vals)),
-                )
+            ring = RingCounters(
+                port=int(rm["port"]),
+                direction=str(rm["direction"]),
+                ring=int(rm["ring"]),
+                host=bool(rm.get("host", False)),
+                values=dict(zip(fields, vals)),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise _corrupt(path, "bad ring metadata") from None
+        if ring.direction not in ("rx", "tx") or not 0 <= ring.port < len(ports):
+            raise _corrupt(path, "bad ring metadata")
+        rings.append(ring)
     return Snapshot(
         path=path,
         instance=instance,

@@ -319,18 +319,7 @@ def _share_mem_id(spec: PortSpec, share: str) -> int:
     other = parse_port(share)
     if other.request is None:
         raise UsageError(f"{spec.text}: @share needs a netmap port, not '{share}'")
-    cport = _open_device(spec.text)
-    hdr = ffi.new("struct nmreq_header *")
-    info = ffi.new("struct nmreq_port_info_get *")
-    hdr.nr_version = lib.NETMAP_API
-    hdr.nr_reqtype = lib.NETMAP_REQ_PORT_INFO_GET
-    hdr.nr_name = other.request.nr_name.encode()
-    hdr.nr_body = int(ffi.cast("uintptr_t", info))
-    rc = lib.nmb_kport_register(cport, hdr)
-    ffi.release(cport)
-    if rc < 0:
-        raise _error_for(-rc, f"{spec.text}: @share={share}")
-    return int(info.nr_mem_id)
+    return port_info(other).nr_mem_id
 
 
 class _ExtMem:
@@ -627,3 +616,73 @@ class Bridge:
 
     def close(self) -> None:
         self.detach_shared()
+
+
+# ---------------------------------------------------------------- NIC settings
+
+#: offload name (as ethtool -k shows it) -> (get command, set command, flag bit or 0)
+OFFLOADS: dict[str, tuple[int, int, int]] = {
+    "rx-checksumming": (lib.ETHTOOL_GRXCSUM, lib.ETHTOOL_SRXCSUM, 0),
+    "tx-checksumming": (lib.ETHTOOL_GTXCSUM, lib.ETHTOOL_STXCSUM, 0),
+    "scatter-gather": (lib.ETHTOOL_GSG, lib.ETHTOOL_SSG, 0),
+    "tcp-segmentation-offload": (lib.ETHTOOL_GTSO, lib.ETHTOOL_STSO, 0),
+    "generic-segmentation-offload": (lib.ETHTOOL_GGSO, lib.ETHTOOL_SGSO, 0),
+    "generic-receive-offload": (lib.ETHTOOL_GGRO, lib.ETHTOOL_SGRO, 0),
+    "large-receive-offload": (lib.ETHTOOL_GFLAGS, lib.ETHTOOL_SFLAGS, lib.ETH_FLAG_LRO),
+}
+
+
+def read_offloads(ifname: str) -> dict[str, bool | None]:
+    """Each offload's state through the ethtool ioctl; None where the NIC cannot say."""
+    out: dict[str, bool | None] = {}
+    value = ffi.new("uint32_t *")
+    for name, (get, _set, bit) in OFFLOADS.items():
+        rc = lib.nmb_ethtool_get(ifname.encode(), get, value)
+        if rc == -errno.ENODEV:
+            raise NoSuchPort(f"no interface named '{ifname}'")
+        if rc < 0:
+            out[name] = None
+            continue
+        out[name] = bool(value[0] & bit) if bit else bool(value[0])
+    return out
+
+
+def set_offload(ifname: str, name: str, on: bool) -> None:
+    """Turn one offload on or off; raise if the NIC refuses."""
+    get, set_, bit = OFFLOADS[name]
+    if bit:
+        value = ffi.new("uint32_t *")
+        _check_fd(lib.nmb_ethtool_get(ifname.encode(), get, value), f"{ifname}: {name}")
+        new = (value[0] | bit) if on else (value[0] & ~bit)
+    else:
+        new = 1 if on else 0
+    rc = lib.nmb_ethtool_set(ifname.encode(), set_, new)
+    if rc < 0:
+        raise _error_for(-rc, f"{ifname}: cannot turn {name} {'on' if on else 'off'}")
+
+
+def port_info(spec: PortSpec) -> RegisterReply:
+    """Ring and slot counts of a netmap port without registering it (PORT_INFO_GET)."""
+    assert spec.request is not None
+    cport = _open_device(spec.text)
+    hdr = ffi.new("struct nmreq_header *")
+    info = ffi.new("struct nmreq_port_info_get *")
+    hdr.nr_version = lib.NETMAP_API
+    hdr.nr_reqtype = lib.NETMAP_REQ_PORT_INFO_GET
+    hdr.nr_name = spec.request.nr_name.encode()
+    hdr.nr_body = int(ffi.cast("uintptr_t", info))
+    rc = lib.nmb_kport_register(cport, hdr)
+    ffi.release(cport)
+    if rc < 0:
+        raise _register_error(spec, -rc, None)
+    return RegisterReply(
+        nr_memsize=int(info.nr_memsize),
+        nr_offset=0,
+        nr_mem_id=int(info.nr_mem_id),
+        nr_tx_rings=int(info.nr_tx_rings),
+        nr_rx_rings=int(info.nr_rx_rings),
+        nr_host_tx_rings=int(info.nr_host_tx_rings),
+        nr_host_rx_rings=int(info.nr_host_rx_rings),
+        nr_tx_slots=int(info.nr_tx_slots),
+        nr_rx_slots=int(info.nr_rx_slots),
+    )

@@ -68,7 +68,7 @@ def port_interface(spec: PortSpec) -> str | None:
 
 def port_warnings(spec: PortSpec, all_specs: Sequence[PortSpec]) -> list[str]:
     """What a user should know before this port forwards."""
-    out: list[str] = []
+    out: list[str] = start_warnings(spec) if spec.kind != "host" else []
     if spec.kind in ("host", "host-ring") and not any(
         s.kind in ("nic", "nic-ring", "nic+host") and s.ifname == spec.ifname for s in all_specs
     ):
@@ -175,3 +175,57 @@ class LinkWatcher:
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None
+
+
+#: offloads that break a NIC in netmap mode (the host stack loses TCP through the host
+#: rings, or frames arrive merged or unchecksummed): all of them off
+NETMAP_OFFLOADS = (
+    "rx-checksumming",
+    "tx-checksumming",
+    "scatter-gather",
+    "tcp-segmentation-offload",
+    "generic-segmentation-offload",
+    "generic-receive-offload",
+    "large-receive-offload",
+)
+#: for an AF_PACKET port: offloads that hand it frames larger than the MTU
+PACKET_OFFLOADS = ("generic-receive-offload", "large-receive-offload")
+
+
+def netmap_buf_size(default: int = 2048) -> int:
+    """The netmap buffer size from the module's parameters, or netmap's default."""
+    try:
+        with open("/sys/module/netmap/parameters/buf_size") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def offloads_on(ifname: str, which: Sequence[str] = NETMAP_OFFLOADS) -> list[str]:
+    from nmbridge import engine
+
+    states = engine.read_offloads(ifname)
+    return [name for name in which if states.get(name)]
+
+
+def start_warnings(spec: PortSpec) -> list[str]:
+    """Warnings about an interface's settings, given when a bridge starts."""
+    ifname = port_interface(spec)
+    if ifname is None or not exists(ifname):
+        return []
+    try:
+        if spec.emulated:
+            if spec.kind != "packet":
+                return []
+            on = offloads_on(ifname, PACKET_OFFLOADS)
+            if on:
+                return [f"{ifname}: {', '.join(on)} on: merged frames larger than the MTU "
+                        "are dropped (run 'nmbridge check --fix " + ifname + "')"]
+            return []
+        on = offloads_on(ifname)
+    except Exception:  # a NIC that cannot be asked gets no warning, not a failure
+        return []
+    if on:
+        return [f"{ifname}: offloads on ({', '.join(on)}): TCP through the host rings fails "
+                f"silently; turn them off with 'nmbridge check --fix {ifname}'"]
+    return []

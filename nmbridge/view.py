@@ -177,6 +177,98 @@ def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
     return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One instance in `nmbridge stats`: port 0 -> port 1 is "out", the reverse "back"."""
+
+    instance: str
+    pid: int
+    state: str
+    ports: str
+    uptime_s: float | None  # None for a stale file
+    out_frames: int
+    out_drops: int
+    back_frames: int
+    back_drops: int
+    out_fps: float | None  # None without a previous read to compare with
+    back_fps: float | None
+
+
+def _direction_sums(snap: Snapshot, port: int) -> tuple[int, int]:
+    t = snap.totals(port)
+    return t.get("frames", 0), sum(t.get(f, 0) for f in DROP_FIELDS)
+
+
+def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
+    """The summary row of an instance; rates against prev if it is the same process."""
+    out_f, out_d = _direction_sums(snap, 0) if snap.ports else (0, 0)
+    back_f, back_d = _direction_sums(snap, 1) if len(snap.ports) > 1 else (0, 0)
+    out_fps = back_fps = None
+    if (
+        prev is not None
+        and prev.pid == snap.pid
+        and prev.started_ns == snap.started_ns
+        and snap.taken_ns > prev.taken_ns
+    ):
+        dt = (snap.taken_ns - prev.taken_ns) / 1e9
+        p_out = _direction_sums(prev, 0)[0] if prev.ports else 0
+        p_back = _direction_sums(prev, 1)[0] if len(prev.ports) > 1 else 0
+        out_fps = max(0, out_f - p_out) / dt
+        back_fps = max(0, back_f - p_back) / dt
+    return Summary(
+        instance=snap.instance,
+        pid=snap.pid,
+        state=snap.state,
+        ports=" <-> ".join(str(p.get("name", "?")) for p in snap.ports),
+        uptime_s=max(0.0, (now_ns - snap.started_ns) / 1e9) if snap.live else None,
+        out_frames=out_f,
+        out_drops=out_d,
+        back_frames=back_f,
+        back_drops=back_d,
+        out_fps=out_fps,
+        back_fps=back_fps,
+    )
+
+
+def instances_table(
+    snaps: list[Snapshot], prevs: dict[str, Snapshot] | None, now_ns: int
+) -> Table:
+    """`nmbridge stats`: a row per instance; rate columns when prevs is given (--watch).
+
+    "->" is from the first port listed to the second, "<-" the reverse.
+    """
+    from rich.table import Table
+
+    table = Table(expand=False)
+    cols = ["instance", "pid", "state", "ports", "uptime", "frames ->"]
+    if prevs is not None:
+        cols.append("fps ->")
+    cols += ["drops ->", "frames <-"]
+    if prevs is not None:
+        cols.append("fps <-")
+    cols.append("drops <-")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("instance", "state", "ports") else "right")
+    for snap in sorted(snaps, key=lambda s: s.instance):
+        s = summary(snap, (prevs or {}).get(snap.instance), now_ns)
+        cells = [
+            s.instance,
+            str(s.pid),
+            s.state,
+            s.ports,
+            human_duration(s.uptime_s) if s.uptime_s is not None else "-",
+            f"{s.out_frames:,}",
+        ]
+        if prevs is not None:
+            cells.append(human_rate(s.out_fps, "fps") if s.out_fps is not None else "-")
+        cells += [f"{s.out_drops:,}", f"{s.back_frames:,}"]
+        if prevs is not None:
+            cells.append(human_rate(s.back_fps, "fps") if s.back_fps is not None else "-")
+        cells.append(f"{s.back_drops:,}")
+        table.add_row(*cells)
+    return table
+
+
 class Refresher:
     """Calls `tick` every `interval` seconds in a thread until stopped."""
 

@@ -18,6 +18,7 @@ struct nmb_port {
 	uint32_t stats_tx;
 	uint64_t kernel_drops;
 	int err;
+	int vnet;
 	...;
 };
 

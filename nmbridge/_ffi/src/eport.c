@@ -28,8 +28,9 @@ int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
 	if (p->frags > NETMAP_MAX_FRAGS || p->frags > p->region->num_slots / 2)
 		return -EINVAL;
 	p->msgs = calloc(NMB_BATCH, sizeof(*p->msgs));
-	p->iovs = calloc((size_t)NMB_BATCH * p->frags, sizeof(*p->iovs));
-	if (p->msgs == NULL || p->iovs == NULL)
+	p->iovs = calloc((size_t)NMB_BATCH * (p->frags + 1), sizeof(*p->iovs));
+	p->vnet_hdrs = calloc(NMB_BATCH, sizeof(*p->vnet_hdrs));
+	if (p->msgs == NULL || p->iovs == NULL || p->vnet_hdrs == NULL)
 		return -ENOMEM;
 	return 0;
 }
@@ -51,6 +52,50 @@ static uint32_t ring_add(uint32_t n, uint32_t i, uint32_t k)
 {
 	i += k;
 	return i >= n ? i - n : i;
+}
+
+/* byte pos of a frame laid over consecutive slots from first */
+static uint8_t *frame_byte(struct netmap_ring *ring, uint32_t first, uint32_t pos)
+{
+	uint32_t bs = ring->nr_buf_size;
+	struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, first, pos / bs)];
+
+	return (uint8_t *)nmb_slot_buf(ring, s->buf_idx) + pos % bs;
+}
+
+/*
+ * Finish a checksum the sender left to hardware: the ones' complement sum of
+ * the bytes from start to the end of the frame (the field already holds the
+ * pseudo-header sum), stored at start + offset.
+ */
+static int complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len, uint32_t start,
+			 uint32_t offset)
+{
+	uint64_t sum = 0;
+	uint32_t bs = ring->nr_buf_size, field = start + offset;
+
+	if (start >= len || field + 2 > len)
+		return -EINVAL;
+	if (len <= bs) {
+		const uint8_t *b = (const uint8_t *)nmb_slot_buf(ring, ring->slot[first].buf_idx);
+		uint32_t i = start;
+		for (; i + 1 < len; i += 2)
+			sum += (uint32_t)(b[i] << 8 | b[i + 1]);
+		if (i < len)
+			sum += (uint32_t)b[i] << 8;
+	} else {
+		for (uint32_t i = start; i < len; i++)
+			sum += ((i - start) & 1) ? *frame_byte(ring, first, i)
+						 : (uint32_t)*frame_byte(ring, first, i) << 8;
+	}
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	sum = ~sum & 0xffff;
+	if (sum == 0)
+		sum = 0xffff; /* as the kernel does: 0 means "no checksum" to UDP */
+	*frame_byte(ring, first, field) = (uint8_t)(sum >> 8);
+	*frame_byte(ring, first, field + 1) = (uint8_t)sum;
+	return 0;
 }
 
 int nmb_eport_rx_room(const struct nmb_port *p)
@@ -81,15 +126,21 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	if (nmsg == 0)
 		return 0;
 	for (uint32_t m = 0; m < nmsg; m++) {
-		struct iovec *iov = &p->iovs[m * p->frags];
+		struct iovec *iov = &p->iovs[m * (p->frags + 1)];
+		uint32_t k = 0;
+
+		if (p->vnet) {
+			iov[k].iov_base = &p->vnet_hdrs[m];
+			iov[k++].iov_len = sizeof(p->vnet_hdrs[m]);
+		}
 		for (uint32_t f = 0; f < p->frags; f++) {
 			struct netmap_slot *s = &ring->slot[ring_add(n, kr->hwtail, m * p->frags + f)];
-			iov[f].iov_base = nmb_slot_buf(ring, s->buf_idx);
-			iov[f].iov_len = bs;
+			iov[k].iov_base = nmb_slot_buf(ring, s->buf_idx);
+			iov[k++].iov_len = bs;
 		}
 		memset(&p->msgs[m].msg_hdr, 0, sizeof(p->msgs[m].msg_hdr));
 		p->msgs[m].msg_hdr.msg_iov = iov;
-		p->msgs[m].msg_hdr.msg_iovlen = p->frags;
+		p->msgs[m].msg_hdr.msg_iovlen = k;
 		p->msgs[m].msg_len = 0;
 	}
 	got = p->kind == NMB_PORT_TAP ? nmb_tap_recv(p, p->msgs, nmsg)
@@ -105,11 +156,32 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	dst = kr->hwtail;
 	for (int m = 0; m < got; m++) {
 		uint32_t len = p->msgs[m].msg_len, src = ring_add(n, kr->hwtail, (uint32_t)m * p->frags);
-		uint32_t used = (len + bs - 1) / bs;
+		uint32_t used;
+		const struct nmb_vnet_hdr *vh = &p->vnet_hdrs[m];
 
+		if (p->vnet) {
+			if (len < sizeof(*vh)) {
+				rxs->errors++;
+				continue;
+			}
+			len -= sizeof(*vh);
+			/* a GSO super-frame is larger than any frame the peer can send */
+			if (vh->gso_type != NMB_VNET_GSO_NONE) {
+				rxs->drop_oversize++;
+				continue;
+			}
+		}
+		used = (len + bs - 1) / bs;
 		if ((p->msgs[m].msg_hdr.msg_flags & MSG_TRUNC) || len == 0 || used > p->frags) {
 			rxs->drop_oversize++;
 			continue;
+		}
+		if (p->vnet && (vh->flags & NMB_VNET_F_NEEDS_CSUM)) {
+			/* a frame sent on this host with its checksum left to the NIC: finish it */
+			if (complete_csum(ring, src, len, vh->csum_start, vh->csum_offset) < 0) {
+				rxs->errors++;
+				continue;
+			}
 		}
 		for (uint32_t f = 0; f < used; f++) {
 			struct netmap_slot *s = &ring->slot[ring_add(n, src, f)];
@@ -152,7 +224,8 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 
 		/* one message per complete chain in [hwcur, head) */
 		while (nmsg < NMB_BATCH && cur != head) {
-			uint32_t i = cur, cnt = 0, complete = 0, bad = 0;
+			uint32_t i = cur, cnt = 0, complete = 0, bad = 0, total = 0;
+			uint32_t skip = p->vnet ? 1 : 0;
 			struct iovec *iov = &p->iovs[iovi];
 
 			while (i != head && cnt < p->frags) {
@@ -160,8 +233,9 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 				if (s->buf_idx >= p->region->num_bufs || s->len > ring->nr_buf_size)
 					bad = 1;
 				else {
-					iov[cnt].iov_base = nmb_slot_buf(ring, s->buf_idx);
-					iov[cnt].iov_len = s->len;
+					iov[skip + cnt].iov_base = nmb_slot_buf(ring, s->buf_idx);
+					iov[skip + cnt].iov_len = s->len;
+					total += s->len;
 				}
 				cnt++;
 				i = nmb_ring_next(ring, i);
@@ -182,11 +256,19 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 				}
 				break;
 			}
+			if (skip) {
+				/* no offload asked; hdr_len = the whole frame: the kernel copies it once */
+				struct nmb_vnet_hdr *vh = &p->vnet_hdrs[nmsg];
+				memset(vh, 0, sizeof(*vh));
+				vh->hdr_len = (uint16_t)(total < 65535 ? total : 65535);
+				iov[0].iov_base = vh;
+				iov[0].iov_len = sizeof(*vh);
+			}
 			memset(&p->msgs[nmsg].msg_hdr, 0, sizeof(p->msgs[nmsg].msg_hdr));
 			p->msgs[nmsg].msg_hdr.msg_iov = iov;
-			p->msgs[nmsg].msg_hdr.msg_iovlen = cnt;
+			p->msgs[nmsg].msg_hdr.msg_iovlen = cnt + skip;
 			slots_of[nmsg] = cnt;
-			iovi += cnt;
+			iovi += cnt + skip;
 			nmsg++;
 			cur = i;
 		}

@@ -24,6 +24,10 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 	/* our own transmissions, and what the host sends out, are not wire input */
 	if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0)
 		return -errno;
+	/* a virtio_net_hdr before each frame: partial checksums can be finished,
+	 * GSO frames told apart, and each sent frame is copied only once */
+	if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) == 0)
+		p->vnet = 1;
 	if (bufsize > 0) {
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof(bufsize)) < 0 &&
 		    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize)) < 0)

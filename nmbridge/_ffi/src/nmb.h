@@ -6,6 +6,7 @@
 #include "engine.h"
 #include "eport.h"
 #include "loop.h"
+#include "nic.h"
 #include "port.h"
 #include "region.h"
 #include "stats.h"

@@ -21,6 +21,7 @@ void nmb_port_free(struct nmb_port *p)
 		close(p->fd);
 	free(p->msgs);
 	free(p->iovs);
+	free(p->vnet_hdrs);
 	free(p);
 }
 

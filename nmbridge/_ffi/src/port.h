@@ -20,6 +20,19 @@
 
 #define NMB_BATCH 256
 
+/* struct virtio_net_hdr, as PACKET_VNET_HDR puts it before each frame */
+struct nmb_vnet_hdr {
+	uint8_t flags;
+	uint8_t gso_type;
+	uint16_t hdr_len;
+	uint16_t gso_size;
+	uint16_t csum_start;
+	uint16_t csum_offset;
+};
+
+#define NMB_VNET_F_NEEDS_CSUM 1
+#define NMB_VNET_GSO_NONE 0
+
 /* the kernel's side of an emulated ring */
 struct nmb_kring {
 	uint32_t hwcur;  /* RX: first slot not yet released; TX: next slot to transmit */
@@ -45,7 +58,9 @@ struct nmb_port {
 	uint64_t kernel_drops;     /* emulated: drops the socket reported, already counted */
 	int err;                   /* the errno that made the port fail, 0 if none */
 	struct mmsghdr *msgs;      /* emulated: NMB_BATCH messages */
-	struct iovec *iovs;        /* emulated: NMB_BATCH * frags */
+	struct iovec *iovs;        /* emulated: NMB_BATCH * (frags + 1) */
+	int vnet;                  /* packet ports: frames carry a virtio_net_hdr (PACKET_VNET_HDR) */
+	struct nmb_vnet_hdr *vnet_hdrs; /* NMB_BATCH headers */
 };
 
 struct nmb_port *nmb_port_new(void);
