@@ -94,18 +94,23 @@ def cli() -> None:
               help="A live table (default on a terminal) or a log line per interval.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               metavar="SECONDS", help="Refresh interval of the table or log line.")
+@click.option("--metrics-listen", default=None, metavar="[ADDR:]PORT",
+              callback=lambda _ctx, _param, value: _listen(value),
+              help="Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR: 127.0.0.1).")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
 def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
                wait_link: float, busy_poll: bool, poll_timeout: int, duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
-               interval: float, verbose: int, quiet: int) -> None:
+               interval: float, metrics_listen: tuple[str, int] | None, verbose: int,
+               quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
     rings, prints the totals and exits 0.
     """
-    from nmbridge.runner import BridgeOptions, run_bridge
+    from nmbridge.runner import LOOP_BUDGET_MS, BridgeOptions, run_bridge
+    from nmbridge.systemd import bridge_hooks
 
     _verbosity(verbose, quiet)
     roles: tuple[str, str] | None = None
@@ -130,7 +135,46 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         ports=pair, roles=roles, burst=burst, zero_copy=not no_zero_copy, wait_link=wait_link,
         busy_poll=busy_poll, poll_timeout_ms=poll_timeout, duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
+        metrics_listen=metrics_listen,
+        **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
+
+
+def _listen(value: str | None) -> tuple[str, int] | None:
+    from nmbridge.statscmd import parse_listen
+
+    if value is None:
+        return None
+    try:
+        return parse_listen(value)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message.split(": ", 1)[-1]) from None
+
+
+@cli.command("stats", context_settings=CONTEXT)
+@click.argument("name", required=False, metavar="[NAME]")
+@click.option("--stats-dir", default=DEFAULT_STATS_DIR, show_default=True, envvar=STATS_DIR_ENV,
+              metavar="DIR", help=f"Where stats files live (env {STATS_DIR_ENV}).")
+@click.option("-w", "--watch", is_flag=True, help="Redraw every interval, with rates, "
+              "until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              metavar="SECONDS", help="Refresh interval of --watch.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON snapshot (docs/stats-json.md).")
+@click.option("--prometheus", is_flag=True,
+              help="Prometheus text format (for node_exporter's textfile collector).")
+def stats_cmd(name: str | None, stats_dir: str, watch: bool, interval: float, as_json: bool,
+              prometheus: bool) -> None:
+    """Show the counters of running instances: a row each, or NAME's rings.
+
+    A stale instance (its process died) is shown as stale. Exit status 8 when
+    there is no instance to show, 9 when a stats file cannot be read.
+    """
+    from nmbridge.statscmd import output_format, show
+
+    fmt = output_format(as_json=as_json, prometheus=prometheus)
+    status = show(stats_dir, name, fmt, watch=watch, interval=interval)
+    if status:
+        raise click.exceptions.Exit(status)
 
 
 @cli.command("check", context_settings=CONTEXT)
@@ -171,6 +215,27 @@ def explain_cmd(names: tuple[str, ...], as_json: bool) -> None:
                 terminal.print_out("")
             for line in describe_lines(spec):
                 terminal.print_out(line)
+
+
+@cli.command("demo", context_settings=CONTEXT)
+@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              metavar="SECONDS", help="How long traffic runs through the bridge.")
+@click.option("--rate", type=click.IntRange(1, 20000), default=1000, show_default=True,
+              metavar="FPS", help="UDP datagrams per second, each way.")
+@click.option("--live/--no-live", default=None,
+              help="A live table (default on a terminal) or a log line per second.")
+@click.option("-q", "--quiet", count=True, help="Only the summary.")
+def demo_cmd(duration: float, rate: int, live: bool | None, quiet: int) -> None:
+    """Bridge a veth and a TAP in throw-away network namespaces and send real
+    traffic through it (ping and UDP, both ways); print what arrived. Needs root.
+
+    Everything it creates is removed when it ends, also on Ctrl-C. Exit 1 if a
+    frame was lost or a ping went unanswered.
+    """
+    from nmbridge.demo import DemoOptions, run_demo
+
+    _verbosity(0, quiet)
+    run_demo(DemoOptions(duration=duration, rate=rate, live=live))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from nmbridge import terminal
-from nmbridge.counters import DEFAULT_DIR, Snapshot, StatsWriter, read_snapshot
+from nmbridge.counters import DEFAULT_DIR, Snapshot, StatsWriter, read_snapshot, stats_path
 from nmbridge.errors import PermissionDenied, UsageError
 from nmbridge.portspec import PortSpec, parse_port
 
@@ -41,6 +41,9 @@ class BridgeOptions:
     interval: float = 1.0
     on_ready: Callable[[], None] | None = None  # called once the bridge forwards
     on_tick: Callable[[Snapshot], None] | None = None  # called every interval
+    on_loop: Callable[[], None] | None = None  # every pass of the loop (<= LOOP_BUDGET_MS apart)
+    on_stop: Callable[[str], None] | None = None  # once the loop ends (the reason), before flush
+    metrics_listen: tuple[str, int] | None = None  # (address, port) to serve /metrics on
 
 
 @dataclass
@@ -73,6 +76,22 @@ def check_stats_dir(stats_dir: str) -> None:
         raise PermissionDenied(
             f"the stats directory {stats_dir} is not writable (run as root, or choose a "
             "writable --stats-dir)"
+        )
+
+
+def check_not_running(stats_dir: str, name: str) -> None:
+    """Refuse a second instance of a name before opening its ports: they would be
+    busy, and the message would not say why."""
+    from nmbridge.errors import NmbridgeError, PortBusy
+
+    try:
+        snap = read_snapshot(stats_path(stats_dir, name))
+    except NmbridgeError:
+        return  # none, or a file the stats writer replaces or reports
+    if snap.live:
+        raise PortBusy(
+            f"an instance named '{name}' is already running (pid {snap.pid}): stop it or "
+            "choose another --name"
         )
 
 
@@ -127,12 +146,16 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     specs = [parse_port(p) for p in opts.ports]
     name = opts.name or instance_name(opts.ports, opts.roles)
     check_stats_dir(opts.stats_dir)
+    check_not_running(opts.stats_dir, name)
     from nmbridge import engine, nic
 
     for spec in specs:
         for line in nic.port_warnings(spec, specs):
             terminal.warn(line)
-    with _opened(specs) as ports:
+    from nmbridge.statscmd import serving_metrics
+
+    with serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)), \
+            _opened(specs) as ports:
         watcher = nic.LinkWatcher([(p.spec, p) for p in ports])
         bridge = engine.Bridge(
             ports[0],
@@ -190,6 +213,8 @@ def _forward(
         view.start()
         try:
             while True:
+                if opts.on_loop:
+                    opts.on_loop()
                 watcher.poll()
                 res = bridge.run(LOOP_BUDGET_MS)
                 if not ready_sent:
@@ -206,6 +231,8 @@ def _forward(
                     reason = "duration"
                     break
         finally:
+            if opts.on_stop:
+                opts.on_stop(reason if sys.exc_info()[0] is None else "error")
             view.stop()
             bridge.flush(1000)
     final = read_snapshot(writer.path)

@@ -106,6 +106,7 @@ def human_duration(seconds: float) -> str:
 
 def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Table:
     """The live table: a header with the ports, then a row per ring and totals."""
+    from rich.markup import escape
     from rich.table import Table
 
     names = " <-> ".join(str(p.get("name", "?")) for p in snap.ports)
@@ -114,7 +115,8 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
         f"zero-copy {'on' if snap.zero_copy else 'off'}  up {human_duration(uptime_s)}  "
         f"[{snap.state}]"
     )
-    table = Table(title=title, title_justify="left", expand=False)
+    # escaped: "[running]" and port names like netmap:pipe{1 are text, not markup
+    table = Table(title=escape(title), title_justify="left", expand=False)
     for col, justify in (
         ("direction", "left"),
         ("ring", "left"),
@@ -237,9 +239,10 @@ def instances_table(
 
     "->" is from the first port listed to the second, "<-" the reverse.
     """
+    from rich import box
     from rich.table import Table
 
-    table = Table(expand=False)
+    table = Table(expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
     cols = ["instance", "pid", "state", "ports", "uptime", "frames ->"]
     if prevs is not None:
         cols.append("fps ->")
@@ -248,7 +251,8 @@ def instances_table(
         cols.append("fps <-")
     cols.append("drops <-")
     for col in cols:
-        table.add_column(col, justify="left" if col in ("instance", "state", "ports") else "right")
+        text = col in ("instance", "state", "ports")
+        table.add_column(col, justify="left" if text else "right", no_wrap=col != "ports")
     for snap in sorted(snaps, key=lambda s: s.instance):
         s = summary(snap, (prevs or {}).get(snap.instance), now_ns)
         cells = [

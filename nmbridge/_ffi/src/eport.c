@@ -36,7 +36,7 @@ int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
 }
 
 /* An error that may mean the interface is gone: fatal if so, else transient. */
-static int classify(struct nmb_port *p, int err)
+int nmb_eport_classify(struct nmb_port *p, int err)
 {
 	if (p->kind == NMB_PORT_TAP) {
 		if (err == EBADFD || err == ENODEV || err == ENXIO)
@@ -68,8 +68,8 @@ static uint8_t *frame_byte(struct netmap_ring *ring, uint32_t first, uint32_t po
  * the bytes from start to the end of the frame (the field already holds the
  * pseudo-header sum), stored at start + offset.
  */
-static int complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len, uint32_t start,
-			 uint32_t offset)
+int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len,
+			    uint32_t start, uint32_t offset)
 {
 	uint64_t sum = 0;
 	uint32_t bs = ring->nr_buf_size, field = start + offset;
@@ -115,6 +115,8 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	uint32_t head = ring->head, room, nmsg, dst;
 	int got;
 
+	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
+		return nmb_packet_rxsync(p, rxs);
 	if (head >= n)
 		return -EINVAL;
 	rxs->syncs++;
@@ -150,7 +152,7 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
 			return 0;
 		rxs->errors++;
-		return classify(p, e);
+		return nmb_eport_classify(p, e);
 	}
 	/* place the frames in consecutive slots: a short frame leaves its spare slots behind */
 	dst = kr->hwtail;
@@ -178,7 +180,7 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		}
 		if (p->vnet && (vh->flags & NMB_VNET_F_NEEDS_CSUM)) {
 			/* a frame sent on this host with its checksum left to the NIC: finish it */
-			if (complete_csum(ring, src, len, vh->csum_start, vh->csum_offset) < 0) {
+			if (nmb_eport_complete_csum(ring, src, len, vh->csum_start, vh->csum_offset) < 0) {
 				rxs->errors++;
 				continue;
 			}
@@ -205,7 +207,9 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 
 int nmb_eport_tx_pending(const struct nmb_port *p)
 {
-	return p->ktx[0].hwcur != p->tx[0]->head;
+	if (p->ktx[0].hwcur != p->tx[0]->head)
+		return 1;
+	return p->kind == NMB_PORT_PACKET && p->pk != NULL && nmb_packet_tx_busy(p);
 }
 
 int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
@@ -215,6 +219,8 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 	uint32_t n = ring->num_slots, head = ring->head;
 	int rc = 0;
 
+	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
+		return nmb_packet_txsync(p, txs);
 	if (head >= n)
 		return -EINVAL;
 	txs->syncs++;
@@ -280,7 +286,7 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 			int e = -sent;
 			if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
 				break; /* wait for POLLOUT */
-			rc = classify(p, e);
+			rc = nmb_eport_classify(p, e);
 			if (rc < 0)
 				break;
 			/* this frame cannot be sent (link down, too big, no buffer): count it */

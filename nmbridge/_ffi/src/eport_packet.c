@@ -1,18 +1,166 @@
-/* The emulated wire port: AF_PACKET on one interface, batched. */
+/*
+ * The emulated wire port: AF_PACKET on one interface.
+ *
+ * Receive: a TPACKET_V3 ring (the kernel fills blocks of frames; one poll
+ * or none per block) copied into the netmap RX ring. Transmit: a second
+ * socket with a TPACKET_V2 TX ring, qdisc bypass and PACKET_VNET_HDR (the
+ * kernel then copies each frame once), one send() per batch. Where the
+ * rings cannot be set up, recvmmsg/sendmmsg into the netmap buffers serve.
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "eport.h"
 
-int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize)
+#define RX_BLOCK_SIZE (1u << 20)
+#define RX_BLOCKS 8
+#define RX_BLOCK_TIMEOUT_MS 1
+#define TX_FRAMES 1024
+
+struct nmb_packet_rings {
+	/* RX: TPACKET_V3 */
+	char *rx_map;
+	size_t rx_map_size;
+	uint32_t rx_block;          /* the block being read */
+	uint32_t rx_left;           /* frames of that block not yet read */
+	struct tpacket3_hdr *rx_pkt; /* the next frame in it */
+	/* TX: TPACKET_V2 */
+	char *tx_map;
+	size_t tx_map_size;
+	uint32_t tx_frame_size;
+	uint32_t tx_next;           /* the next TX ring frame to fill */
+	uint32_t tx_requested;      /* frames handed to the kernel and not yet seen back */
+	uint32_t max_frame;
+};
+
+static int set_int(int fd, int level, int opt, int value)
+{
+	return setsockopt(fd, level, opt, &value, sizeof(value)) < 0 ? -errno : 0;
+}
+
+static int bind_to(int fd, int ifindex, int protocol)
 {
 	struct sockaddr_ll sll;
-	int one = 1, fd, rc;
+
+	memset(&sll, 0, sizeof(sll));
+	sll.sll_family = AF_PACKET;
+	sll.sll_protocol = (unsigned short)protocol;
+	sll.sll_ifindex = ifindex;
+	return bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -errno : 0;
+}
+
+static uint32_t align_up(uint32_t x, uint32_t a)
+{
+	return (x + a - 1) / a * a;
+}
+
+static int setup_rx_ring(struct nmb_port *p, struct nmb_packet_rings *pk)
+{
+	struct tpacket_req3 req;
+	int rc = set_int(p->fd, SOL_PACKET, PACKET_VERSION, TPACKET_V3);
+
+	if (rc < 0)
+		return rc;
+	memset(&req, 0, sizeof(req));
+	req.tp_block_size = RX_BLOCK_SIZE;
+	req.tp_block_nr = RX_BLOCKS;
+	req.tp_frame_size = 2048;
+	req.tp_frame_nr = RX_BLOCK_SIZE / 2048 * RX_BLOCKS;
+	req.tp_retire_blk_tov = RX_BLOCK_TIMEOUT_MS;
+	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0)
+		return -errno;
+	pk->rx_map_size = (size_t)RX_BLOCK_SIZE * RX_BLOCKS;
+	pk->rx_map = mmap(NULL, pk->rx_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED,
+			  p->fd, 0);
+	if (pk->rx_map == MAP_FAILED)
+		pk->rx_map = mmap(NULL, pk->rx_map_size, PROT_READ | PROT_WRITE, MAP_SHARED, p->fd, 0);
+	if (pk->rx_map == MAP_FAILED) {
+		pk->rx_map = NULL;
+		return -errno;
+	}
+	return 0;
+}
+
+static int setup_tx_ring(struct nmb_port *p, struct nmb_packet_rings *pk, int ifindex)
+{
+	struct tpacket_req req;
+	int fd, rc;
+
+	fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	p->txfd = fd;
+	if ((rc = set_int(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2)) < 0 ||
+	    (rc = set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1)) < 0 ||
+	    (rc = set_int(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1)) < 0 ||
+	    (rc = set_int(fd, SOL_PACKET, PACKET_LOSS, 1)) < 0)
+		return rc;
+	/* a frame slot holds the tpacket2 header, the virtio_net_hdr and the largest frame */
+	pk->tx_frame_size = align_up(TPACKET2_HDRLEN + sizeof(struct nmb_vnet_hdr) + pk->max_frame,
+				     TPACKET_ALIGNMENT);
+	pk->tx_frame_size = align_up(pk->tx_frame_size, 2048);
+	memset(&req, 0, sizeof(req));
+	req.tp_frame_size = pk->tx_frame_size;
+	req.tp_block_size = align_up(pk->tx_frame_size * 16, 4096);
+	req.tp_frame_nr = TX_FRAMES;
+	req.tp_block_nr = TX_FRAMES / (req.tp_block_size / pk->tx_frame_size);
+	req.tp_frame_nr = req.tp_block_nr * (req.tp_block_size / pk->tx_frame_size);
+	if (setsockopt(fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof(req)) < 0)
+		return -errno;
+	pk->tx_map_size = (size_t)req.tp_block_size * req.tp_block_nr;
+	pk->tx_map = mmap(NULL, pk->tx_map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (pk->tx_map == MAP_FAILED) {
+		pk->tx_map = NULL;
+		return -errno;
+	}
+	/* protocol 0: this socket receives nothing */
+	return bind_to(fd, ifindex, 0);
+}
+
+void nmb_packet_close(struct nmb_port *p)
+{
+	struct nmb_packet_rings *pk = p->pk;
+
+	if (pk == NULL)
+		return;
+	if (pk->rx_map)
+		munmap(pk->rx_map, pk->rx_map_size);
+	if (pk->tx_map)
+		munmap(pk->tx_map, pk->tx_map_size);
+	free(pk);
+	p->pk = NULL;
+}
+
+static int open_rings(struct nmb_port *p, int ifindex, uint32_t max_frame)
+{
+	struct nmb_packet_rings *pk = calloc(1, sizeof(*pk));
+	int rc;
+
+	if (pk == NULL)
+		return -ENOMEM;
+	pk->max_frame = max_frame;
+	p->pk = pk;
+	if ((rc = setup_rx_ring(p, pk)) < 0 || (rc = setup_tx_ring(p, pk, ifindex)) < 0) {
+		nmb_packet_close(p);
+		if (p->txfd >= 0) {
+			close(p->txfd);
+			p->txfd = -1;
+		}
+		return rc;
+	}
+	return 0;
+}
+
+int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize)
+{
+	int fd, rc, use_rings = max_frame + sizeof(struct nmb_vnet_hdr) + TPACKET3_HDRLEN < 2048 * 8;
 
 	/* protocol 0: nothing is queued before the socket is bound to its interface */
 	fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -22,32 +170,30 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 	p->fd = fd;
 	p->ifindex = ifindex;
 	/* our own transmissions, and what the host sends out, are not wire input */
-	if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0)
-		return -errno;
+	if ((rc = set_int(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)) < 0)
+		return rc;
 	/* a virtio_net_hdr before each frame: partial checksums can be finished,
 	 * GSO frames told apart, and each sent frame is copied only once */
-	if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) == 0)
+	if (set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1) == 0)
 		p->vnet = 1;
 	if (bufsize > 0) {
-		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof(bufsize)) < 0 &&
-		    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize)) < 0)
-			return -errno;
-		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsize, sizeof(bufsize)) < 0 &&
-		    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof(bufsize)) < 0)
-			return -errno;
+		if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufsize) < 0 &&
+		    (rc = set_int(fd, SOL_SOCKET, SO_RCVBUF, bufsize)) < 0)
+			return rc;
+		if (set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, bufsize) < 0 &&
+		    (rc = set_int(fd, SOL_SOCKET, SO_SNDBUF, bufsize)) < 0)
+			return rc;
 	}
-	memset(&sll, 0, sizeof(sll));
-	sll.sll_family = AF_PACKET;
-	sll.sll_protocol = htons(ETH_P_ALL);
-	sll.sll_ifindex = ifindex;
-	if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0)
-		return -errno;
+	if (use_rings && p->vnet && open_rings(p, ifindex, max_frame) < 0)
+		p->pk = NULL; /* the batched syscalls serve instead */
+	if ((rc = bind_to(fd, ifindex, htons(ETH_P_ALL))) < 0)
+		return rc;
 	rc = nmb_eport_alloc_batch(p, max_frame);
 	if (rc < 0)
 		return rc;
 	{
 		/* start counting drops from now */
-		struct tpacket_stats st;
+		struct tpacket_stats_v3 st;
 		socklen_t len = sizeof(st);
 		getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len);
 	}
@@ -70,15 +216,276 @@ int nmb_packet_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 
 int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs)
 {
-	struct tpacket_stats st;
+	struct tpacket_stats_v3 st;
 	socklen_t len = sizeof(st);
 
 	if (p->kind != NMB_PORT_PACKET)
 		return 0;
+	memset(&st, 0, sizeof(st));
 	/* the kernel resets these counters on each read */
 	if (getsockopt(p->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0)
 		return -errno;
 	rxs->drop_rx += st.tp_drops;
 	p->kernel_drops += st.tp_drops;
 	return 0;
+}
+
+/* ---------------------------------------------------------------- RX ring */
+
+static struct tpacket_block_desc *rx_block(struct nmb_packet_rings *pk, uint32_t i)
+{
+	return (struct tpacket_block_desc *)(pk->rx_map + (size_t)i * RX_BLOCK_SIZE);
+}
+
+static void rx_block_done(struct nmb_packet_rings *pk)
+{
+	struct tpacket_block_desc *bd = rx_block(pk, pk->rx_block);
+
+	__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+	pk->rx_block = pk->rx_block + 1 == RX_BLOCKS ? 0 : pk->rx_block + 1;
+	pk->rx_pkt = NULL;
+	pk->rx_left = 0;
+}
+
+/* the next received frame, or NULL when the kernel has handed over none */
+static struct tpacket3_hdr *rx_next(struct nmb_packet_rings *pk)
+{
+	while (pk->rx_pkt == NULL) {
+		struct tpacket_block_desc *bd = rx_block(pk, pk->rx_block);
+		uint32_t status = __atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE);
+
+		if (!(status & TP_STATUS_USER))
+			return NULL;
+		pk->rx_left = bd->hdr.bh1.num_pkts;
+		if (pk->rx_left == 0) {
+			rx_block_done(pk);
+			continue;
+		}
+		pk->rx_pkt = (struct tpacket3_hdr *)((char *)bd + bd->hdr.bh1.offset_to_first_pkt);
+	}
+	return pk->rx_pkt;
+}
+
+static void rx_advance(struct nmb_packet_rings *pk)
+{
+	struct tpacket3_hdr *h = pk->rx_pkt;
+
+	if (--pk->rx_left == 0)
+		rx_block_done(pk);
+	else
+		pk->rx_pkt = (struct tpacket3_hdr *)((char *)h + h->tp_next_offset);
+}
+
+/* copy len bytes into the slots from dst on, NS_MOREFRAG on all but the last */
+static uint32_t put_frame(struct netmap_ring *ring, uint32_t dst, const uint8_t *head,
+			  uint32_t head_len, const uint8_t *rest, uint32_t rest_len)
+{
+	uint32_t bs = ring->nr_buf_size, len = head_len + rest_len, done = 0;
+
+	while (done < len) {
+		struct netmap_slot *s = &ring->slot[dst];
+		uint8_t *buf = (uint8_t *)nmb_slot_buf(ring, s->buf_idx);
+		uint32_t piece = len - done < bs ? len - done : bs;
+
+		for (uint32_t k = 0; k < piece;) {
+			uint32_t at = done + k, n;
+			if (at < head_len) {
+				n = head_len - at < piece - k ? head_len - at : piece - k;
+				memcpy(buf + k, head + at, n);
+			} else {
+				n = piece - k;
+				memcpy(buf + k, rest + (at - head_len), n);
+			}
+			k += n;
+		}
+		s->len = (uint16_t)piece;
+		done += piece;
+		s->flags = done < len ? NS_MOREFRAG : 0;
+		dst = nmb_ring_next(ring, dst);
+	}
+	return dst;
+}
+
+int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
+{
+	struct nmb_packet_rings *pk = p->pk;
+	struct netmap_ring *ring = p->rx[0];
+	struct nmb_kring *kr = &p->krx[0];
+	uint32_t n = ring->num_slots, bs = ring->nr_buf_size, head = ring->head, got = 0;
+	struct tpacket3_hdr *h;
+
+	if (head >= n)
+		return -EINVAL;
+	rxs->syncs++;
+	kr->hwcur = head; /* the slots before head are released */
+	while ((h = rx_next(pk)) != NULL) {
+		uint32_t room = n - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail);
+		uint32_t len = h->tp_snaplen, first = kr->hwtail, vlan = 0;
+		const uint8_t *frame = (const uint8_t *)h + h->tp_mac;
+		const struct nmb_vnet_hdr *vh = (const struct nmb_vnet_hdr *)(frame - sizeof(*vh));
+		uint8_t tag[16];
+
+		if (h->tp_status & TP_STATUS_VLAN_VALID)
+			vlan = 4; /* the kernel took the tag out: put it back */
+		if ((len + vlan + bs - 1) / bs > room)
+			break; /* no room: the frame waits in the socket ring */
+		if (h->tp_len != h->tp_snaplen || len < 14 || len + vlan > p->frags * bs ||
+		    vh->gso_type != NMB_VNET_GSO_NONE) {
+			rxs->drop_oversize++;
+			rx_advance(pk);
+			continue;
+		}
+		if (vlan) {
+			uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->hv1.tp_vlan_tpid
+						? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
+			memcpy(tag, frame, 12);
+			tag[12] = (uint8_t)(tpid >> 8);
+			tag[13] = (uint8_t)tpid;
+			tag[14] = (uint8_t)(h->hv1.tp_vlan_tci >> 8);
+			tag[15] = (uint8_t)h->hv1.tp_vlan_tci;
+			kr->hwtail = put_frame(ring, first, tag, 16, frame + 12, len - 12);
+		} else {
+			kr->hwtail = put_frame(ring, first, frame, len, NULL, 0);
+		}
+		if (vh->flags & NMB_VNET_F_NEEDS_CSUM) {
+			/* a frame sent on this host with its checksum left to the NIC: finish it */
+			uint32_t start = vh->csum_start + (vh->csum_start >= 12 ? vlan : 0);
+			if (nmb_eport_complete_csum(ring, first, len + vlan, start, vh->csum_offset) < 0) {
+				rxs->errors++;
+				kr->hwtail = first;
+				rx_advance(pk);
+				continue;
+			}
+		}
+		rx_advance(pk);
+		got++;
+	}
+	ring->tail = kr->hwtail;
+	return (int)got;
+}
+
+/* ---------------------------------------------------------------- TX ring */
+
+static struct tpacket2_hdr *tx_frame(struct nmb_packet_rings *pk, uint32_t i)
+{
+	return (struct tpacket2_hdr *)(pk->tx_map + (size_t)i * pk->tx_frame_size);
+}
+
+static uint32_t tx_frames(const struct nmb_packet_rings *pk)
+{
+	return (uint32_t)(pk->tx_map_size / pk->tx_frame_size);
+}
+
+int nmb_packet_tx_busy(const struct nmb_port *p)
+{
+	return p->pk->tx_requested != 0;
+}
+
+/* Hand the requested frames to the kernel; returns 0 or a fatal -errno. */
+static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
+{
+	struct nmb_packet_rings *pk = p->pk;
+	uint32_t nframes = tx_frames(pk);
+
+	if (pk->tx_requested == 0)
+		return 0;
+	if (send(p->txfd, NULL, 0, MSG_DONTWAIT) < 0) {
+		int e = errno;
+		if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ENOBUFS) {
+			int rc = nmb_eport_classify(p, e);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	/* collect what came back: sent, or refused (PACKET_LOSS marks those) */
+	for (uint32_t k = 0, i = pk->tx_next + nframes - pk->tx_requested; k < pk->tx_requested; k++) {
+		struct tpacket2_hdr *fh = tx_frame(pk, i % nframes);
+		uint32_t st = __atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE);
+
+		if (st & TP_STATUS_WRONG_FORMAT) {
+			txs->drop_tx++;
+			__atomic_store_n(&fh->tp_status, TP_STATUS_AVAILABLE, __ATOMIC_RELEASE);
+		}
+		i++;
+	}
+	{
+		/* frames still queued (the device was busy) stay requested */
+		uint32_t still = 0;
+		for (uint32_t k = 0; k < pk->tx_requested; k++) {
+			uint32_t i = (pk->tx_next + nframes - pk->tx_requested + k) % nframes;
+			if (__atomic_load_n(&tx_frame(pk, i)->tp_status, __ATOMIC_ACQUIRE) !=
+			    TP_STATUS_AVAILABLE)
+				still = pk->tx_requested - k;
+			if (still)
+				break;
+		}
+		pk->tx_requested = still;
+	}
+	return 0;
+}
+
+int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
+{
+	struct nmb_packet_rings *pk = p->pk;
+	struct netmap_ring *ring = p->tx[0];
+	struct nmb_kring *kr = &p->ktx[0];
+	uint32_t n = ring->num_slots, head = ring->head, nframes = tx_frames(pk);
+	uint32_t data_off = TPACKET2_HDRLEN - sizeof(struct sockaddr_ll);
+	int rc;
+
+	if (head >= n)
+		return -EINVAL;
+	txs->syncs++;
+	while (kr->hwcur != head) {
+		uint32_t i = kr->hwcur, total = 0, cnt = 0, complete = 0, bad = 0;
+		struct tpacket2_hdr *fh = tx_frame(pk, pk->tx_next);
+		uint8_t *data = (uint8_t *)fh + data_off;
+		struct nmb_vnet_hdr *vh = (struct nmb_vnet_hdr *)data;
+		uint8_t *out = data + sizeof(*vh);
+
+		if (__atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
+			if ((rc = tx_kick(p, txs)) < 0)
+				return rc;
+			if (__atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
+				break; /* the socket ring is full: wait for POLLOUT */
+		}
+		/* gather one chain into the socket's frame */
+		while (i != head) {
+			struct netmap_slot *s = &ring->slot[i];
+			cnt++;
+			if (s->buf_idx >= p->region->num_bufs || s->len > ring->nr_buf_size ||
+			    total + s->len > pk->max_frame)
+				bad = 1;
+			else
+				memcpy(out + total, nmb_slot_buf(ring, s->buf_idx), s->len);
+			total += s->len;
+			i = nmb_ring_next(ring, i);
+			if (!(s->flags & NS_MOREFRAG)) {
+				complete = 1;
+				break;
+			}
+			if (cnt > NETMAP_MAX_FRAGS) {
+				bad = 1;
+				complete = 1;
+				break;
+			}
+		}
+		if (!complete)
+			break; /* the rest of the chain is not there yet */
+		kr->hwcur = i;
+		if (bad || total == 0) {
+			txs->drop_tx++;
+			continue;
+		}
+		memset(vh, 0, sizeof(*vh));
+		vh->hdr_len = (uint16_t)(total < 65535 ? total : 65535);
+		fh->tp_len = total + sizeof(*vh);
+		__atomic_store_n(&fh->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+		pk->tx_next = pk->tx_next + 1 == nframes ? 0 : pk->tx_next + 1;
+		pk->tx_requested++;
+	}
+	rc = tx_kick(p, txs);
+	/* everything before hwcur is in the socket ring: hand the slots back */
+	ring->tail = kr->hwcur == 0 ? n - 1 : kr->hwcur - 1;
+	return rc;
 }

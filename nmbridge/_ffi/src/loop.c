@@ -150,8 +150,8 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 
 	b->state = NMB_STATE_RUNNING;
 	for (;;) {
-		struct pollfd pfd[2];
-		int map[2], nfds = 0, got = 0, up[2];
+		struct pollfd pfd[4];
+		int map[4], nfds = 0, got = 0, up[2];
 		uint32_t moved;
 		uint64_t t;
 
@@ -217,6 +217,16 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 			}
 			if (ev == 0)
 				continue;
+			if (p->txfd >= 0 && (ev & POLLOUT)) {
+				/* a port that transmits on a socket of its own */
+				pfd[nfds].fd = p->txfd;
+				pfd[nfds].events = POLLOUT;
+				pfd[nfds].revents = 0;
+				map[nfds++] = i;
+				ev &= ~POLLOUT;
+				if (ev == 0)
+					continue;
+			}
 			pfd[nfds].fd = p->fd;
 			pfd[nfds].events = ev;
 			pfd[nfds].revents = 0;
@@ -294,7 +304,8 @@ int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 		int nfds = 0;
 		for (int i = 0; i < 2; i++)
 			if (!link_down(b->port[i])) {
-				pfd[nfds].fd = b->port[i]->fd;
+				struct nmb_port *p = b->port[i];
+				pfd[nfds].fd = p->txfd >= 0 ? p->txfd : p->fd;
 				pfd[nfds].events = POLLOUT;
 				nfds++;
 			}

@@ -9,7 +9,7 @@ struct nmb_port *nmb_port_new(void)
 	struct nmb_port *p = calloc(1, sizeof(*p));
 
 	if (p)
-		p->fd = -1;
+		p->fd = p->txfd = -1;
 	return p;
 }
 
@@ -17,8 +17,12 @@ void nmb_port_free(struct nmb_port *p)
 {
 	if (p == NULL)
 		return;
+	if (p->kind == NMB_PORT_PACKET)
+		nmb_packet_close(p);
 	if (p->fd >= 0)
 		close(p->fd);
+	if (p->txfd >= 0)
+		close(p->txfd);
 	free(p->msgs);
 	free(p->iovs);
 	free(p->vnet_hdrs);

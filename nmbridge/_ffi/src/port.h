@@ -41,7 +41,9 @@ struct nmb_kring {
 
 struct nmb_port {
 	int kind;
-	int fd;                    /* polled by the loop */
+	int fd;                    /* polled by the loop for input (and output, unless txfd) */
+	int txfd;                  /* packet ports: the socket that transmits, -1 if fd does */
+	struct nmb_packet_rings *pk; /* packet ports: the socket rings */
 	int ifindex;               /* emulated ports: the interface, to tell "gone" from "down" */
 	int link_down;             /* set by the control plane; the loop keeps out of the kernel */
 	struct netmap_if *nifp;
@@ -80,6 +82,7 @@ int nmb_kport_rxsync(struct nmb_port *p);
 
 /* emulated ports */
 int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize);
+void nmb_packet_close(struct nmb_port *p);
 int nmb_tap_open(struct nmb_port *p, const char *name, uint32_t max_frame, int bring_up);
 int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs);
