@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -86,6 +87,9 @@ class LinkWatcher:
         self._tracked: dict[int, tuple[str, Any, bool]] = {}  # ifindex -> (name, port, kernel)
         self._state: dict[int, bool] = {}
         self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
         for spec, port in ports:
             ifname = port_interface(spec)
             if ifname is None:
@@ -100,14 +104,36 @@ class LinkWatcher:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
             sock.bind((0, RTMGRP_LINK))
-            sock.setblocking(False)
+            sock.settimeout(0.2)
             self._sock = sock
         except OSError as exc:
             terminal.warn(f"cannot watch links through netlink ({exc.strerror})")
         for index, (ifname, _port, _k) in self._tracked.items():
             self._apply(index, link_up(ifname), initial=True)
+        if self._sock is not None:
+            # its own thread: the C loop holds no GIL, so a link that goes down is seen
+            # at once, not at the loop's next return to Python
+            self._thread = threading.Thread(target=self._watch, name="nmbridge-link", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._closing.is_set():
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._parse(data)
 
     def _apply(self, index: int, up: bool, initial: bool = False) -> None:
+        with self._lock:
+            self._apply_locked(index, up)
+
+    def _apply_locked(self, index: int, up: bool) -> None:
         ifname, port, kernel = self._tracked[index]
         before = self._state.get(index)
         self._state[index] = up
@@ -122,20 +148,16 @@ class LinkWatcher:
         elif kernel:
             terminal.warn(f"link of {ifname} is down: waiting for it (the ring stays untouched)")
         else:
-            terminal.warn(f"link of {ifname} is down: frames to it are dropped and counted")
+            terminal.warn(f"link of {ifname} is down: frames for it wait, then the kernel drops them")
 
     def poll(self) -> None:
-        """Read pending link events (never blocks)."""
-        if self._sock is None:
+        """Catch up with the links where netlink is not available (never blocks)."""
+        if self._thread is not None:
             return
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            self._parse(data)
+        for index, (ifname, _p, _k) in self._tracked.items():
+            up = link_up(ifname)
+            if self._state.get(index) != up:
+                self._apply(index, up)
 
     def _parse(self, data: bytes) -> None:
         off = 0
@@ -165,12 +187,16 @@ class LinkWatcher:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self.all_up():
             time.sleep(0.05)
-            self.poll()
             for index, (ifname, _p, _k) in self._tracked.items():
                 if not self._state.get(index) and link_up(ifname):
                     self._apply(index, True)
 
     def close(self) -> None:
+        if not self._tracked:
+            return
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()

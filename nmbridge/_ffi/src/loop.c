@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "engine.h"
@@ -123,13 +124,19 @@ static void count_syncs(struct nmb_bridge *b, struct nmb_port *p)
 		b->stats[p->stats_rx + r].syncs++;
 }
 
-/* a ring error: resync the port and count it; fatal only when it persists */
+/*
+ * A ring or socket error: resync the port and count it. Fatal only when the
+ * port is gone, or errors persist for NMB_PERSISTENT_ERROR_MS.
+ */
 static int recover(struct nmb_bridge *b, int i)
 {
 	struct nmb_port *p = b->port[i];
+	uint64_t now = now_ms();
 
 	b->stats[p->stats_rx].errors++;
-	if (++p->pollerr_run >= NMB_PERSISTENT_ERRORS)
+	if (p->pollerr_run++ == 0)
+		p->pollerr_since_ms = now;
+	else if (now - p->pollerr_since_ms >= NMB_PERSISTENT_ERROR_MS)
 		return fail(b, i, EIO);
 	if (p->kind == NMB_PORT_KERNEL) {
 		int rc = nmb_kport_txsync(p);
@@ -137,8 +144,17 @@ static int recover(struct nmb_bridge *b, int i)
 			rc = nmb_kport_rxsync(p);
 		if (rc == -ENXIO || rc == -ENODEV)
 			return fail(b, i, -rc);
-	} else if (p->kind == NMB_PORT_PACKET && !nmb_ifindex_exists(p->ifindex)) {
-		return fail(b, i, ENODEV);
+	} else {
+		/* reading SO_ERROR clears it; ENETDOWN is a link going down, not a failure */
+		int err = 0;
+		socklen_t len = sizeof(err);
+		getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (p->txfd >= 0)
+			getsockopt(p->txfd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (p->kind == NMB_PORT_PACKET && !nmb_ifindex_exists(p->ifindex))
+			return fail(b, i, ENODEV);
+		if (p->kind == NMB_PORT_TAP && (err == EBADFD || err == ENODEV))
+			return fail(b, i, err);
 	}
 	return 0;
 }

@@ -12,7 +12,7 @@
 #define NMB_RUN_LIMIT 2   /* the frame count was reached */
 #define NMB_RUN_SIGNAL 3  /* a signal interrupted poll(): let Python run its handlers */
 
-#define NMB_PERSISTENT_ERRORS 1000 /* consecutive ring errors after which a port has failed */
+#define NMB_PERSISTENT_ERROR_MS 5000 /* ring errors for this long, without a break: the port failed */
 
 struct nmb_bridge {
 	struct nmb_port *port[2];
