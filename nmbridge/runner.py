@@ -208,6 +208,7 @@ def _forward(
     deadline = started + opts.duration if opts.duration else None
     view = _View(opts, writer, started)
     reason = "stop"
+    errors = _ErrorLog(bridge)
     with _StopSignals(bridge.request_stop) as stops:
         ready_sent = False
         view.start()
@@ -217,6 +218,7 @@ def _forward(
                     opts.on_loop()
                 watcher.poll()
                 res = bridge.run(LOOP_BUDGET_MS)
+                errors.check()
                 if not ready_sent:
                     ready_sent = True
                     if opts.on_ready:
@@ -251,6 +253,34 @@ def _print_totals(t: Totals) -> None:
         parts.append(f"{direction} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes "
                      f"{drops} dropped")
     terminal.info(f"nmbridge: stopped ({t.reason}) after {t.seconds:.1f} s: " + "; ".join(parts))
+
+
+class _ErrorLog:
+    """Ring errors are recovered from and counted; they are logged at most once per
+    ERROR_LOG_INTERVAL, with the count since the last line."""
+
+    ERROR_LOG_INTERVAL = 10.0
+
+    def __init__(self, bridge: Any) -> None:
+        self._bridge = bridge
+        self._rings = bridge.rings()
+        self._logged = [0, 0]
+        self._last = -self.ERROR_LOG_INTERVAL
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.ERROR_LOG_INTERVAL:
+            return
+        totals = [0, 0]
+        for ring, rec in zip(self._rings, self._bridge.counters()):
+            totals[ring.port] += rec["errors"]
+        for i, port in enumerate(self._bridge.ports):
+            new = totals[i] - self._logged[i]
+            if new > 0:
+                terminal.warn(f"{port.spec.text}: {new} ring error{'s' if new > 1 else ''} "
+                              "recovered (poll error or ring reinit)")
+                self._logged[i] = totals[i]
+                self._last = now
 
 
 class _View:
