@@ -17,7 +17,7 @@ from typing import Any
 
 from nmbridge import terminal
 from nmbridge.counters import DEFAULT_DIR, Snapshot, StatsWriter, read_snapshot, stats_path
-from nmbridge.errors import PermissionDenied, UsageError
+from nmbridge.errors import NoSuchPort, PermissionDenied, UsageError
 from nmbridge.portspec import PortSpec, parse_port
 
 #: how long the C loop runs before Python looks at signals, the clock and the links
@@ -149,6 +149,10 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     check_not_running(opts.stats_dir, name)
     from nmbridge import engine, nic
 
+    for spec in specs:
+        ifname = nic.port_interface(spec)
+        if ifname is not None and spec.kind != "tap" and not nic.exists(ifname):
+            raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
     for spec in specs:
         for line in nic.port_warnings(spec, specs):
             terminal.warn(line)
