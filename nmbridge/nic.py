@@ -148,7 +148,8 @@ class LinkWatcher:
         elif kernel:
             terminal.warn(f"link of {ifname} is down: waiting for it (the ring stays untouched)")
         else:
-            terminal.warn(f"link of {ifname} is down: frames for it wait, then the kernel drops them")
+            terminal.warn(f"link of {ifname} is down: frames for it wait, then the kernel "
+                          "drops them")
 
     def poll(self) -> None:
         """Catch up with the links where netlink is not available (never blocks)."""

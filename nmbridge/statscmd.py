@@ -102,15 +102,18 @@ def show(
     fmt: str = "table",
     watch: bool = False,
     interval: float = 1.0,
-) -> int:
-    """Run `nmbridge stats`; returns the exit status (errors of one file are lines, not raises)."""
+) -> None:
+    """Run `nmbridge stats`. Files that cannot be read get a line each on stderr,
+    after what could be read is printed; the last one is raised (exit status 9).
+    """
     if fmt not in FORMATS:
         raise UsageError(f"unknown output format '{fmt}'")
     if watch and fmt != "table":
         raise UsageError("--watch shows the table; it does not combine with --json or --prometheus")
     reading = read_instances(stats_dir, name)
     if watch:
-        return _watch(stats_dir, name, interval, reading)
+        _watch(stats_dir, name, interval, reading)
+        return
     now_ns = time.time_ns()
     if reading.snaps:
         if fmt == "json":
@@ -123,9 +126,10 @@ def show(
             for snap in reading.snaps:
                 if not snap.live:
                     terminal.warn(_stale_warning(snap))
-    for exc in reading.errors:
+    for exc in reading.errors[:-1]:
         terminal.error(exc.message)
-    return StatsCorrupt.exit_status if reading.errors else 0
+    if reading.errors:
+        raise reading.errors[-1]
 
 
 def _export() -> Any:
@@ -149,7 +153,7 @@ def _table(
     return view.instances_table(snaps, prevs, now_ns)
 
 
-def _watch(stats_dir: str, name: str | None, interval: float, first: Reading) -> int:
+def _watch(stats_dir: str, name: str | None, interval: float, first: Reading) -> None:
     """Redraw every interval until Ctrl-C (which ends with status 0)."""
     from rich.console import Group
     from rich.text import Text
@@ -158,8 +162,10 @@ def _watch(stats_dir: str, name: str | None, interval: float, first: Reading) ->
 
     prevs: dict[str, Snapshot] = {}
     reading: Reading | None = first
-    live = live_display()
-    live.start()
+    # on a terminal the table is redrawn in place; into a pipe or file, one after another
+    live = live_display() if terminal.stdout().is_terminal else None
+    if live is not None:
+        live.start()
     try:
         while True:
             now_ns = time.time_ns()
@@ -173,16 +179,20 @@ def _watch(stats_dir: str, name: str | None, interval: float, first: Reading) ->
             if reading is not None:
                 if reading.snaps:
                     parts.append(_table(reading.snaps, name, prevs, now_ns))
-                parts += [Text(f"{e.message}") for e in reading.errors]
+                parts += [Text(e.message) for e in reading.errors]
                 parts += [Text(_stale_warning(s)) for s in reading.snaps if not s.live]
                 prevs = {s.instance: s for s in reading.snaps}
-            live.update(Group(*parts), refresh=True)
+            if live is not None:
+                live.update(Group(*parts), refresh=True)
+            else:
+                terminal.render(Group(*parts))
             reading = None
             time.sleep(interval)
     except KeyboardInterrupt:
-        return 0
+        pass  # the way to end --watch: status 0
     finally:
-        live.stop()
+        if live is not None:
+            live.stop()
 
 
 # ---------------------------------------------------------------- --metrics-listen

@@ -242,7 +242,7 @@ def instances_table(
     from rich import box
     from rich.table import Table
 
-    table = Table(expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     cols = ["instance", "pid", "state", "ports", "uptime", "frames ->"]
     if prevs is not None:
         cols.append("fps ->")
