@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from nmbridge import __version__, terminal
+from nmbridge import __version__, completion, terminal
 from nmbridge.errors import EXIT_STATUSES, NmbridgeError, UsageError
 
 DEFAULT_STATS_DIR = "/run/nmbridge"
@@ -69,8 +69,9 @@ def cli() -> None:
 
 
 @cli.command("bridge", context_settings=CONTEXT)
-@click.argument("iface", required=False, metavar="[IFACE]")
+@click.argument("iface", required=False, metavar="[IFACE]", shell_complete=completion.interfaces)
 @click.option("-i", "--port", "ports", multiple=True, metavar="PORT",
+              shell_complete=completion.ports,
               help="A port to bridge; give exactly two (netmap:eth0, vale0:a, packet:veth0, "
                    "tap:nmb0, ...).")
 @click.option("--burst", type=click.IntRange(1, 8192), default=1024, show_default=True,
@@ -152,7 +153,7 @@ def _listen(value: str | None) -> tuple[str, int] | None:
 
 
 @cli.command("stats", context_settings=CONTEXT)
-@click.argument("name", required=False, metavar="[NAME]")
+@click.argument("name", required=False, metavar="[NAME]", shell_complete=completion.instances)
 @click.option("--stats-dir", default=DEFAULT_STATS_DIR, show_default=True, envvar=STATS_DIR_ENV,
               metavar="DIR", help=f"Where stats files live (env {STATS_DIR_ENV}).")
 @click.option("-w", "--watch", is_flag=True, help="Redraw every interval, with rates, "
@@ -171,14 +172,12 @@ def stats_cmd(name: str | None, stats_dir: str, watch: bool, interval: float, as
     """
     from nmbridge.statscmd import output_format, show
 
-    fmt = output_format(as_json=as_json, prometheus=prometheus)
-    status = show(stats_dir, name, fmt, watch=watch, interval=interval)
-    if status:
-        raise click.exceptions.Exit(status)
+    show(stats_dir, name, output_format(as_json=as_json, prometheus=prometheus), watch=watch,
+         interval=interval)
 
 
 @cli.command("check", context_settings=CONTEXT)
-@click.argument("iface", metavar="IFACE")
+@click.argument("iface", metavar="IFACE", shell_complete=completion.interfaces)
 @click.option("--fix", is_flag=True, help="Turn the NIC offloads off (all of them).")
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 def check_cmd(iface: str, fix: bool, as_json: bool) -> None:
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        cli.main(args=args, prog_name="nmbridge", standalone_mode=False)
+        status = cli.main(args=args, prog_name="nmbridge", standalone_mode=False)
     except click.UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
             click.echo(exc.ctx.get_help(), err=True)
@@ -269,7 +268,8 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
-    return 0
+    # with standalone_mode=False, click returns an Exit's status instead of raising
+    return status if isinstance(status, int) else 0
 
 
 def _click_message(exc: click.UsageError) -> str:

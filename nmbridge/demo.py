@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -89,8 +88,8 @@ def run_demo(opts: DemoOptions) -> None:
     with _sigterm_as_interrupt():
         for ns in reap_stale():
             terminal.debug(f"nmbridge demo: removed namespace {ns} of a killed run")
-        with Sandbox() as sb, tempfile.TemporaryDirectory(prefix="nmbridge-demo-") as stats_dir:
-            _Demo(sb, stats_dir, opts).run()
+        with Sandbox() as sb:
+            _Demo(sb, sb.tempdir("stats"), opts).run()
 
 
 @contextmanager

@@ -153,13 +153,13 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         ifname = nic.port_interface(spec)
         if ifname is not None and spec.kind != "tap" and not nic.exists(ifname):
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
-    for spec in specs:
-        for line in nic.port_warnings(spec, specs):
-            terminal.warn(line)
     from nmbridge.statscmd import serving_metrics
 
     with serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)), \
             _opened(specs) as ports:
+        for spec in specs:
+            for line in nic.port_warnings(spec, specs):
+                terminal.warn(line)
         watcher = nic.LinkWatcher([(p.spec, p) for p in ports])
         bridge = engine.Bridge(
             ports[0],

@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
@@ -184,14 +185,28 @@ def delete_namespace(ns: str) -> None:
         raise SystemFailure(f"cannot delete namespace {ns}: {_first_line(res.stderr)}")
 
 
+def _stale(name: str) -> bool:
+    m = _NAME_RE.match(name)
+    return m is not None and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))
+
+
 def reap_stale() -> list[str]:
-    """Delete namespaces of sandboxes whose process is dead; returns their names."""
+    """Delete the namespaces and temporary directories of sandboxes whose process is
+    dead; returns their names."""
     reaped = []
     for ns in list_namespaces():
-        m = _NAME_RE.match(ns)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if _stale(ns):
             delete_namespace(ns)
             reaped.append(ns)
+    tmp = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(tmp):
+            path = os.path.join(tmp, name)
+            if _stale(name) and os.path.isdir(path) and not os.path.islink(path) and (
+                os.stat(path).st_uid == os.geteuid()
+            ):
+                shutil.rmtree(path, ignore_errors=True)
+                reaped.append(path)
     return reaped
 
 
@@ -210,14 +225,14 @@ def signals_deferred() -> Iterator[None]:
     def hold(signum: int, frame: FrameType | None) -> None:
         got.append(signum)
 
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        for s in dict.fromkeys(got):
-            signal.raise_signal(s)
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(got):
+            signal.raise_signal(signum)
 
 
 class Sandbox:
@@ -241,6 +256,7 @@ class Sandbox:
         self.host_addr = HOST_ADDR
         self._ip = ""
         self._created: list[str] = []
+        self._dirs: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
         self._closed = False
 
@@ -275,7 +291,9 @@ class Sandbox:
 
     # ------------------------------------------------------------ commands
 
-    def ip(self, ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ip(
+        self, ns: str | None, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """`ip [-n ns] args...`."""
         argv = [self._ip or ip_command()]
         if ns is not None:
@@ -311,6 +329,13 @@ class Sandbox:
                 proc.kill()
                 proc.wait(grace)
         return int(proc.returncode)
+
+    def tempdir(self, what: str) -> str:
+        """A new temporary directory, removed with the sandbox (and by reap_stale)."""
+        self._check_open()
+        path = tempfile.mkdtemp(prefix=f"{self.tag}{what}-")
+        self._dirs.append(path)
+        return path
 
     def set_link(self, ns: str, ifname: str, up: bool) -> None:
         self.ip(ns, "link", "set", "dev", ifname, "up" if up else "down")
@@ -382,5 +407,8 @@ class Sandbox:
                 except NmbridgeError as exc:
                     errors.append(exc.message)
             self._created.clear()
+            for path in self._dirs:
+                shutil.rmtree(path, ignore_errors=True)
+            self._dirs.clear()
             if errors:
                 raise SystemFailure("sandbox clean-up: " + "; ".join(errors))

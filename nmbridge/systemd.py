@@ -179,8 +179,8 @@ def bridge_hooks(
 
     `loop_budget_s`: the longest the forwarding loop stays in C between two passes.
     """
-    # a pass also reads link events and the clock: allow a little more than the budget
-    notifier = Notifier.from_environ(environ, slack=loop_budget_s + 0.05)
+    # a pass also reads link events and the clock: allow for more than the budget
+    notifier = Notifier.from_environ(environ, slack=loop_budget_s + 0.1)
     if notifier is None:
         return {}
     return {

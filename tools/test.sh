@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 echo "== ruff"
-.venv/bin/ruff check nmbridge tests benchmarks
+.venv/bin/ruff check nmbridge tests
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

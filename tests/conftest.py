@@ -1,0 +1,60 @@
+"""Shared by the whole suite: what happens to a test that needs what it cannot have.
+
+A test marked ``root`` needs root, network namespaces and TAP devices. Where
+it cannot have them it is skipped with the reason, except under CI=true: CI
+runs as root, so there a missing privilege fails the test instead of hiding it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from typing import NoReturn
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip with the reason; under CI=true, fail with it."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: tests that need root must run, not skip)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(name="unavailable", scope="session")
+def unavailable_fixture() -> Callable[[str], NoReturn]:
+    """unavailable(reason), for fixtures that find out only when they try."""
+    return unavailable
+
+
+@functools.cache
+def root_missing() -> str | None:
+    """Why root tests cannot run here, or None if they can."""
+    caps = 0
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(x.split()[1], 16) for x in f if x.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    if not (caps >> CAP_NET_ADMIN) & 1 or not (caps >> CAP_SYS_ADMIN) & 1:
+        return "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for network namespaces)"
+    if shutil.which("ip") is None:
+        return "needs the ip command (Debian package iproute2)"
+    if not os.path.exists("/dev/net/tun"):
+        return "needs /dev/net/tun (modprobe tun)"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None:
+        reason = root_missing()
+        if reason is not None:
+            unavailable(reason)
