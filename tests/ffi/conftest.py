@@ -51,6 +51,8 @@ class Ring:
         self.slots = lib.nmb_ring_slots(ptr)
         # the kernel's own cursor: on TX the first slot not yet transmitted
         self.hwcur = ptr.head
+        # what the engine remembers of this ring between moves (the loop keeps one per RX ring)
+        self.engine_state = ffi.new("struct nmb_rx_state *")
 
     # -- what both sides see --------------------------------------------------
     @property

@@ -1,6 +1,10 @@
+struct nmb_rx_state {
+	uint32_t discard;
+};
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
-		       int zerocopy, struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs);
+		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
+		       struct nmb_ring_stats *txs);
 uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_ring_stats *rxs,
-		     struct nmb_ring_stats *txs, uint32_t *next_rx);
+		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_rx_state *st,
+		     struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint32_t *next_rx);
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);

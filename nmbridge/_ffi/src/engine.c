@@ -33,8 +33,21 @@ static uint32_t advance(const struct netmap_ring *ring, uint32_t i, uint32_t n)
 	return i >= ring->num_slots ? i - ring->num_slots : i;
 }
 
+/* Release the slots up to the end of a chain dropped earlier; returns the new head. */
+static uint32_t discard_rest(const struct netmap_ring *rx, uint32_t i, uint32_t tail,
+			     struct nmb_rx_state *st)
+{
+	while (st->discard && i != tail) {
+		if (!(rx->slot[i].flags & NS_MOREFRAG))
+			st->discard = 0;
+		i = nmb_ring_next(rx, i);
+	}
+	return i;
+}
+
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
-		       int zerocopy, struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs)
+		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
+		       struct nmb_ring_stats *txs)
 {
 	uint32_t rxh = rx->head, rxt = rx->tail;
 	uint32_t txh = tx->head, txt = tx->tail;
@@ -46,6 +59,7 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	if (rxh >= rx->num_slots || rxt >= rx->num_slots || txh >= tx->num_slots ||
 	    txt >= tx->num_slots)
 		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
+	rxh = discard_rest(rx, rxh, rxt, st);
 
 	while (frames < limit && rxh != rxt) {
 		uint64_t len;
@@ -62,6 +76,7 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 			if (have >= rx->num_slots - 1 || have >= NETMAP_MAX_FRAGS) {
 				rxs->drop_chain++;
 				rxh = rxt;
+				st->discard = 1;
 			}
 			break;
 		}
@@ -112,8 +127,8 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 }
 
 uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_ring_stats *rxs,
-		     struct nmb_ring_stats *txs, uint32_t *next_rx)
+		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_rx_state *st,
+		     struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint32_t *next_rx)
 {
 	uint32_t total = 0;
 
@@ -133,7 +148,8 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
 
 			if (rx[r]->head == rx[r]->tail)
 				break;
-			moved = nmb_ring_move(rx[r], tx[t], quota, zerocopy, &rxs[r], &txs[t]);
+			moved = nmb_ring_move(rx[r], tx[t], quota, zerocopy, &st[r], &rxs[r],
+					      &txs[t]);
 			quota -= moved;
 			/* the TX ring took all it could: try the next one only if it is full */
 			if (nmb_ring_space(tx[t]) != 0)

@@ -12,9 +12,19 @@
 #include "abi.h"
 #include "stats.h"
 
+/*
+ * What the engine remembers of an RX ring between calls. A chain that can
+ * never complete is dropped with the slots it has; discard then says that
+ * the slots still to come up to its end belong to it and are dropped too.
+ */
+struct nmb_rx_state {
+	uint32_t discard;
+};
+
 /* Move up to limit frames from rx to tx; returns the frames forwarded. */
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
-		       int zerocopy, struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs);
+		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
+		       struct nmb_ring_stats *txs);
 
 /*
  * Forward from every RX ring in rx[] to the TX rings in tx[], fairly: each
@@ -24,8 +34,8 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
  * Returns the frames forwarded.
  */
 uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_ring_stats *rxs,
-		     struct nmb_ring_stats *txs, uint32_t *next_rx);
+		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_rx_state *st,
+		     struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint32_t *next_rx);
 
 /* frames waiting in the RX rings (complete or not): nonzero if any slot is owned */
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);

@@ -53,8 +53,9 @@ struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32
 	}
 	br->nstats = n;
 	br->stats = calloc(n, sizeof(*br->stats));
-	if (br->stats == NULL) {
-		free(br);
+	br->rxstate = calloc(n, sizeof(*br->rxstate));
+	if (br->stats == NULL || br->rxstate == NULL) {
+		nmb_bridge_free(br);
 		return NULL;
 	}
 	br->zerocopy = nmb_bridge_can_zerocopy(br);
@@ -66,6 +67,7 @@ void nmb_bridge_free(struct nmb_bridge *b)
 	if (b == NULL)
 		return;
 	free(b->stats);
+	free(b->rxstate);
 	free(b);
 }
 
@@ -115,7 +117,8 @@ static uint32_t forward_dir(struct nmb_bridge *b, int from)
 	struct nmb_port *src = b->port[from], *dst = b->port[1 - from];
 
 	return nmb_forward(src->rx, src->nrx, dst->tx, dst->ntx, b->burst, b->zerocopy,
-			   &b->stats[src->stats_rx], &b->stats[dst->stats_tx], &b->next_rx[from]);
+			   &b->rxstate[src->stats_rx], &b->stats[src->stats_rx],
+			   &b->stats[dst->stats_tx], &b->next_rx[from]);
 }
 
 static void count_syncs(struct nmb_bridge *b, struct nmb_port *p)

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "engine.h"
 #include "port.h"
 #include "stats.h"
 
@@ -26,6 +27,7 @@ struct nmb_bridge {
 	uint32_t next_rx[2];
 	uint32_t nstats;
 	struct nmb_ring_stats *stats;   /* private; published to shared */
+	struct nmb_rx_state *rxstate;   /* the engine's, indexed as stats (RX rings only) */
 	struct nmb_stats_shared *shared;
 	int failed_port;          /* index of the port that failed, -1 if none */
 	int failed_err;           /* its errno */
