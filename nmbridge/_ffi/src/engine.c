@@ -45,6 +45,74 @@ static uint32_t discard_rest(const struct netmap_ring *rx, uint32_t i, uint32_t 
 	return i;
 }
 
+/*
+ * The common case, kept tight: single-slot frames that fit, up to n of
+ * them (n no more than both rings have). Runs of slots that do not wrap are
+ * walked without wrap checks, the ring geometry held in locals. Stops at
+ * the first slot the general path must see (a chain, an oversize slot);
+ * returns the frames moved and advances *rxh, *txh and *bytes.
+ */
+static uint32_t move_simple(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t *rxh,
+			    uint32_t *txh, uint32_t n, uint32_t max_len, int zerocopy,
+			    uint64_t *bytes)
+{
+	const uint32_t rxn = rx->num_slots, txn = tx->num_slots;
+	const uint32_t rbs = rx->nr_buf_size, tbs = tx->nr_buf_size;
+	char *const rbase = (char *)rx + rx->buf_ofs, *const tbase = (char *)tx + tx->buf_ofs;
+	uint32_t i = *rxh, j = *txh, done = 0;
+	uint64_t b = 0;
+
+	while (done < n) {
+		struct netmap_slot *rs = &rx->slot[i], *ts = &tx->slot[j];
+		uint32_t run = n - done, k;
+
+		if (run > rxn - i)
+			run = rxn - i;
+		if (run > txn - j)
+			run = txn - j;
+		if (zerocopy) {
+			for (k = 0; k < run; k++) {
+				uint16_t len = rs[k].len, flags = rs[k].flags;
+				uint32_t idx = ts[k].buf_idx;
+
+				if ((flags & NS_MOREFRAG) || len > max_len)
+					break;
+				ts[k].buf_idx = rs[k].buf_idx;
+				rs[k].buf_idx = idx;
+				rs[k].flags = flags | NS_BUF_CHANGED;
+				ts[k].flags = NS_BUF_CHANGED;
+				ts[k].len = len;
+				b += len;
+			}
+		} else {
+			for (k = 0; k < run; k++) {
+				uint16_t len = rs[k].len;
+
+				if ((rs[k].flags & NS_MOREFRAG) || len > max_len)
+					break;
+				memcpy(tbase + (uint64_t)ts[k].buf_idx * tbs,
+				       rbase + (uint64_t)rs[k].buf_idx * rbs, len);
+				ts[k].flags = 0;
+				ts[k].len = len;
+				b += len;
+			}
+		}
+		done += k;
+		i += k;
+		j += k;
+		if (i == rxn)
+			i = 0;
+		if (j == txn)
+			j = 0;
+		if (k < run)
+			break;
+	}
+	*rxh = i;
+	*txh = j;
+	*bytes += b;
+	return done;
+}
+
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
 		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
 		       struct nmb_ring_stats *txs)
@@ -64,7 +132,21 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	while (frames < limit && rxh != rxt) {
 		uint64_t len;
 		int oversize;
-		uint32_t n = chain_at(rx, rxh, rxt, max_len, &len, &oversize);
+		uint32_t n = nmb_ring_dist(rx, rxh, rxt);
+
+		if (n > limit - frames)
+			n = limit - frames;
+		if (n > tx_room)
+			n = tx_room;
+		if (n > 0) {
+			n = move_simple(rx, tx, &rxh, &txh, n, max_len, zerocopy, &bytes);
+			frames += n;
+			tx_room -= n;
+			if (frames == limit || rxh == rxt)
+				break;
+		}
+		/* a chain, an oversize slot, or no room in TX: one frame the general way */
+		n = chain_at(rx, rxh, rxt, max_len, &len, &oversize);
 
 		if (n == 0) {
 			/*
