@@ -98,13 +98,16 @@ def cli() -> None:
 @click.option("--metrics-listen", default=None, metavar="[ADDR:]PORT",
               callback=lambda _ctx, _param, value: _listen(value),
               help="Serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR: 127.0.0.1).")
+@click.option("--isolate", is_flag=True,
+              help="packet: ports: take their interfaces from the host stack, as netmap "
+                   "does (frames reach the bridge, not the kernel's protocols) until exit.")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
 def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
                wait_link: float, busy_poll: bool, poll_timeout: int, duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
-               interval: float, metrics_listen: tuple[str, int] | None, verbose: int,
-               quiet: int) -> None:
+               interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
+               verbose: int, quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
@@ -136,7 +139,7 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         ports=pair, roles=roles, burst=burst, zero_copy=not no_zero_copy, wait_link=wait_link,
         busy_poll=busy_poll, poll_timeout_ms=poll_timeout, duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
-        metrics_listen=metrics_listen,
+        metrics_listen=metrics_listen, isolate=isolate,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
 

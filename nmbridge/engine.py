@@ -163,6 +163,7 @@ class Port:
         self._keepalive = keepalive
         self.reply: RegisterReply | None = None
         self.created_tap = False
+        self._isolation_fd: int | None = None
 
     @property
     def c(self) -> Any:
@@ -196,7 +197,26 @@ class Port:
     def set_link_down(self, down: bool) -> None:
         self._c.link_down = 1 if down else 0
 
+    def isolate(self) -> None:
+        """Take a packet: port's interface away from the host stack, as netmap mode does:
+        what it receives reaches the bridge and no longer the kernel's protocols. Undone
+        on close, and by the kernel when the process ends, however it ends."""
+        assert self.kind == "packet"
+        fd = ffi.new("int *")
+        rc = lib.nmb_isolate_ingress(self._c.ifindex, fd)
+        if rc == -errno.EINVAL:
+            raise KernelRefused(
+                f"{self.spec.text}: --isolate needs Linux 6.6 or newer (a tcx ingress hook)"
+            )
+        if rc < 0:
+            raise _error_for(-rc, f"{self.spec.text}: cannot take the interface from the "
+                             "host stack")
+        self._isolation_fd = fd[0]
+
     def close(self) -> None:
+        if self._isolation_fd is not None:
+            os.close(self._isolation_fd)  # the host stack has the interface back
+            self._isolation_fd = None
         if self._c is not None:
             ffi.release(self._c)  # runs nmb_port_free now, once
             self._c = None

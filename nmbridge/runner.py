@@ -44,6 +44,7 @@ class BridgeOptions:
     on_loop: Callable[[], None] | None = None  # every pass of the loop (<= LOOP_BUDGET_MS apart)
     on_stop: Callable[[str], None] | None = None  # once the loop ends (the reason), before flush
     metrics_listen: tuple[str, int] | None = None  # (address, port) to serve /metrics on
+    isolate: bool = False  # packet: ports: their interfaces taken from the host stack
 
 
 @dataclass
@@ -145,6 +146,9 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     """Bridge two ports until stopped; returns the final totals."""
     specs = [parse_port(p) for p in opts.ports]
     name = opts.name or instance_name(opts.ports, opts.roles)
+    if opts.isolate and not any(s.kind == "packet" for s in specs):
+        raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
+                         "netmap itself)")
     check_stats_dir(opts.stats_dir)
     check_not_running(opts.stats_dir, name)
     from nmbridge import engine, nic
@@ -160,6 +164,11 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)
+        if opts.isolate:
+            for port in ports:
+                if port.kind == "packet":
+                    port.isolate()
+                    terminal.info(f"{port.spec.text}: taken from the host stack until exit")
         watcher = nic.LinkWatcher([(p.spec, p) for p in ports])
         bridge = engine.Bridge(
             ports[0],

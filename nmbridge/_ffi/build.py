@@ -16,7 +16,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 
 #: the cdef headers, in the order cffi must read them (each may use the ones before)
-CDEF_ORDER = ("abi.h", "stats.h", "region.h", "engine.h", "port.h", "loop.h", "nic.h")
+CDEF_ORDER = ("abi.h", "stats.h", "region.h", "engine.h", "port.h", "loop.h", "nic.h", "isolate.h")
 
 #: the C sources, one topic per file
 SOURCES = (
@@ -31,6 +31,7 @@ SOURCES = (
     "eport_tap.c",
     "loop.c",
     "nic.c",
+    "isolate.c",
 )
 
 
