@@ -48,6 +48,9 @@ int nmb_eport_classify(struct nmb_port *p, int err)
 	return 0;
 }
 
+/* where the bytes of a frame longer than the ring's buffers go, to be discarded */
+static uint8_t rx_overflow[64];
+
 static uint32_t ring_add(uint32_t n, uint32_t i, uint32_t k)
 {
 	i += k;
@@ -139,6 +142,16 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 			struct netmap_slot *s = &ring->slot[ring_add(n, kr->hwtail, m * p->frags + f)];
 			iov[k].iov_base = nmb_slot_buf(ring, s->buf_idx);
 			iov[k++].iov_len = bs;
+		}
+		if (k <= p->frags) {
+			/*
+			 * A TAP read cuts a frame longer than the buffers (its MTU raised
+			 * after the port opened) to their size and says nothing: a byte
+			 * more of room shows it, and the frame is dropped as oversize
+			 * instead of forwarded cut short.
+			 */
+			iov[k].iov_base = rx_overflow;
+			iov[k++].iov_len = sizeof(rx_overflow);
 		}
 		memset(&p->msgs[m].msg_hdr, 0, sizeof(p->msgs[m].msg_hdr));
 		p->msgs[m].msg_hdr.msg_iov = iov;
