@@ -115,10 +115,25 @@ static int link_down(const struct nmb_port *p)
 static uint32_t forward_dir(struct nmb_bridge *b, int from)
 {
 	struct nmb_port *src = b->port[from], *dst = b->port[1 - from];
+	uint32_t burst = b->burst, moved = 0;
+	/* --count N: not one frame past N, however many frames and RX rings wait */
+	uint64_t left = b->count_limit > b->forwarded ? b->count_limit - b->forwarded : 0;
 
-	return nmb_forward(src->rx, src->nrx, dst->tx, dst->ntx, b->burst, b->zerocopy,
-			   &b->rxstate[src->stats_rx], &b->stats[src->stats_rx],
-			   &b->stats[dst->stats_tx], &b->next_rx[from]);
+	if (!b->count_limit || left >= (uint64_t)burst * src->nrx)
+		return nmb_forward(src->rx, src->nrx, dst->tx, dst->ntx, burst, b->zerocopy,
+				   &b->rxstate[src->stats_rx], &b->stats[src->stats_rx],
+				   &b->stats[dst->stats_tx], &b->next_rx[from]);
+	/* the last pass: one RX ring at a time, each up to what is left */
+	for (uint32_t k = 0; k < src->nrx && moved < left; k++) {
+		uint32_t r = (b->next_rx[from] + k) % src->nrx, first = 0;
+		uint32_t quota = left - moved < burst ? (uint32_t)(left - moved) : burst;
+
+		moved += nmb_forward(&src->rx[r], 1, dst->tx, dst->ntx, quota, b->zerocopy,
+				     &b->rxstate[src->stats_rx + r], &b->stats[src->stats_rx + r],
+				     &b->stats[dst->stats_tx], &first);
+	}
+	b->next_rx[from] = (b->next_rx[from] + 1) % src->nrx;
+	return moved;
 }
 
 static void count_syncs(struct nmb_bridge *b, struct nmb_port *p)
@@ -171,7 +186,7 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 	for (;;) {
 		struct pollfd pfd[4];
 		int map[4], nfds = 0, got = 0, up[2];
-		uint32_t moved;
+		uint32_t moved = 0;
 		uint64_t t;
 
 		if (__atomic_load_n(&b->stop, __ATOMIC_RELAXED)) {
@@ -200,8 +215,11 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 			got += r;
 		}
 		/* forward */
-		moved = forward_dir(b, 0) + forward_dir(b, 1);
-		b->forwarded += moved;
+		for (int from = 0; from < 2; from++) {
+			uint32_t m = forward_dir(b, from);
+			moved += m;
+			b->forwarded += m; /* before the other direction: --count spans both */
+		}
 		/* push */
 		for (int i = 0; i < 2; i++) {
 			struct nmb_port *p = b->port[i];
