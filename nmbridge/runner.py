@@ -216,17 +216,22 @@ def _forward(
         f"nmbridge: {ports[0].spec.text} <-> {ports[1].spec.text}, {mode}{why}, "
         f"burst {opts.burst}, instance '{name}'"
     )
-    watcher.wait_up(opts.wait_link)
-    started = time.monotonic()
-    deadline = started + opts.duration if opts.duration else None
-    view = _View(opts, writer, started)
-    reason = "stop"
-    errors = _ErrorLog(bridge)
+    # SIGTERM while waiting for the links (systemctl stop) stops the bridge as cleanly as
+    # later: STOPPING=1, the stats file removed, exit 0 -- and no READY=1 before it
     with _StopSignals(bridge.request_stop) as stops:
+        watcher.wait_up(opts.wait_link, stop=lambda: stops.received is not None)
+        started = time.monotonic()
+        deadline = started + opts.duration if opts.duration else None
+        view = _View(opts, writer, started)
+        reason = "stop"
+        errors = _ErrorLog(bridge)
         ready_sent = False
         view.start()
         try:
             while True:
+                if stops.received:
+                    reason = "signal"
+                    break
                 if opts.on_loop:
                     opts.on_loop()
                 watcher.poll()
