@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nmbridge import __version__, completion, terminal
 from nmbridge.errors import EXIT_STATUSES, NmbridgeError, UsageError
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 DEFAULT_STATS_DIR = "/run/nmbridge"
 STATS_DIR_ENV = "NMBRIDGE_STATS_DIR"
@@ -38,6 +42,13 @@ class _DefaultToBridge(click.Group):
         ):
             args = ["bridge", *args]
         return super().parse_args(ctx, args)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The first word is a command or, as in `nmbridge eth0`, an interface."""
+        items = super().shell_complete(ctx, incomplete)
+        if not incomplete.startswith("-"):
+            items += completion.interface_items(incomplete)
+        return items
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_paragraph()

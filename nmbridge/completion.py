@@ -33,9 +33,14 @@ def _items(words: list[str], incomplete: str) -> list[CompletionItem]:
     return [CompletionItem(w) for w in words if w.startswith(incomplete)]
 
 
+def interface_items(incomplete: str) -> list[CompletionItem]:
+    """The network interfaces of this namespace that start with `incomplete`."""
+    return _items(_interfaces(), incomplete)
+
+
 def interfaces(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The network interfaces of this namespace."""
-    return _items(_interfaces(), incomplete)
+    return interface_items(incomplete)
 
 
 def ports(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
