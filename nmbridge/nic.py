@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nmbridge import terminal
@@ -84,7 +84,10 @@ class LinkWatcher:
     """Follows the links of a bridge's ports through a netlink socket."""
 
     def __init__(self, ports: Sequence[tuple[PortSpec, Any]]) -> None:
-        self._tracked: dict[int, tuple[str, Any, bool]] = {}  # ifindex -> (name, port, kernel)
+        # ifindex -> (name, its ports, any of them a kernel port); one interface can
+        # carry two ports (`nmbridge eth0`: the wire and the host rings), and both
+        # must keep out of the kernel while its link is down
+        self._tracked: dict[int, tuple[str, list[tuple[Any, bool]], bool]] = {}
         self._state: dict[int, bool] = {}
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
@@ -98,7 +101,9 @@ class LinkWatcher:
                 index = socket.if_nametoindex(ifname)
             except OSError:
                 continue
-            self._tracked[index] = (ifname, port, not spec.emulated)
+            name, on_link, kernel = self._tracked.get(index, (ifname, [], False))
+            on_link.append((port, not spec.emulated))
+            self._tracked[index] = (name, on_link, kernel or not spec.emulated)
         if not self._tracked:
             return
         try:
@@ -134,11 +139,12 @@ class LinkWatcher:
             self._apply_locked(index, up)
 
     def _apply_locked(self, index: int, up: bool) -> None:
-        ifname, port, kernel = self._tracked[index]
+        ifname, on_link, kernel = self._tracked[index]
         before = self._state.get(index)
         self._state[index] = up
-        if kernel:
-            port.set_link_down(not up)
+        for port, is_kernel in on_link:
+            if is_kernel:
+                port.set_link_down(not up)
         if before is None and up:
             return
         if before == up:
@@ -179,14 +185,14 @@ class LinkWatcher:
     def all_up(self) -> bool:
         return all(self._state.get(i, False) for i in self._tracked)
 
-    def wait_up(self, seconds: float) -> None:
-        """Wait up to `seconds` for every watched link to be up."""
+    def wait_up(self, seconds: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Wait up to `seconds` for every watched link to be up, or until stop() is true."""
         if seconds <= 0 or self.all_up():
             return
         down = [self._tracked[i][0] for i in self._tracked if not self._state.get(i)]
         terminal.info(f"nmbridge: waiting up to {seconds:g} s for the link of {', '.join(down)}")
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self.all_up():
+        while time.monotonic() < deadline and not self.all_up() and not stop():
             time.sleep(0.05)
             for index, (ifname, _p, _k) in self._tracked.items():
                 if not self._state.get(index) and link_up(ifname):

@@ -138,7 +138,7 @@ def put(port, frames, ring=0):
     s = slots(r)
     n = 0
     for data in frames:
-        if (r.head + 1) % r.num_slots == r.tail:
+        if r.head == r.tail:  # user space owns [head, tail): the ring is full
             break
         h = r.head
         ffi.memmove(buf(r, s[h].buf_idx), data, len(data))
@@ -388,6 +388,7 @@ class FakeKernel(Runner):
                 "FAKENETMAP_PATH": str(self.device),
                 "FAKENETMAP_NICS": FAKE_NICS,
                 "FAKENETMAP_LOG": str(self.log),
+                "FAKENETMAP_CTL": str(self.ctl),
                 "NMBRIDGE_NETMAP_DEVICE": str(self.device),
             },
         )
@@ -493,3 +494,16 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         ip("netns", "del", name, check=False)
+
+
+@pytest.fixture
+def nic_netns(netns: str) -> str:
+    """A namespace holding real interfaces named like the fake NICs (fk0, fk1), each
+    a veth up with its peer (fk0p, fk1p), so that `nmbridge fk0` finds the interface,
+    watches its link through netlink and reads its offloads, while the shim plays
+    netmap for it (FAKENETMAP_LINK_SYSFS=1 makes the fake link follow the veth)."""
+    for nic in (n.split("/")[0] for n in FAKE_NICS.split(",")):
+        ip("-n", netns, "link", "add", nic, "type", "veth", "peer", "name", f"{nic}p")
+        ip("-n", netns, "link", "set", f"{nic}p", "up")
+        ip("-n", netns, "link", "set", nic, "up")
+    return netns
