@@ -6,9 +6,10 @@ the other commands (stats, explain, ...) sit beside it.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +24,20 @@ STATS_DIR_ENV = "NMBRIDGE_STATS_DIR"
 USAGE_STATUS = 2
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Seconds(click.FloatRange):
+    """A FloatRange of finite numbers: NaN or infinity seconds would be a sleep that
+    raises in a thread, or a bridge that never stops."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        seconds = float(super().convert(value, param, ctx))
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
 
 
 def _exit_status_epilog() -> str:
@@ -88,13 +103,13 @@ def cli() -> None:
 @click.option("--burst", type=click.IntRange(1, 8192), default=1024, show_default=True,
               help="Most frames moved from one RX ring per pass.")
 @click.option("--no-zero-copy", is_flag=True, help="Copy frames even where ports share memory.")
-@click.option("--wait-link", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+@click.option("--wait-link", type=Seconds(min=0), default=0.0, metavar="SECONDS",
               help="At start, wait up to SECONDS for the links to come up.")
 @click.option("--busy-poll", is_flag=True, help="Never sleep in poll(): lower latency, one "
               "core at 100%.")
 @click.option("--poll-timeout", type=click.IntRange(1, 1000), default=100, show_default=True,
               metavar="MS", help="Longest sleep in poll() before the loop looks around.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--duration", type=Seconds(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Stop after SECONDS.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after N frames forwarded (both directions).")
@@ -104,7 +119,7 @@ def cli() -> None:
               metavar="DIR", help=f"Where stats files live (env {STATS_DIR_ENV}).")
 @click.option("--live/--no-live", default=None,
               help="A live table (default on a terminal) or a log line per interval.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+@click.option("--interval", type=Seconds(min=0.1), default=1.0, show_default=True,
               metavar="SECONDS", help="Refresh interval of the table or log line.")
 @click.option("--metrics-listen", default=None, metavar="[ADDR:]PORT",
               callback=lambda _ctx, _param, value: _listen(value),
@@ -172,7 +187,7 @@ def _listen(value: str | None) -> tuple[str, int] | None:
               metavar="DIR", help=f"Where stats files live (env {STATS_DIR_ENV}).")
 @click.option("-w", "--watch", is_flag=True, help="Redraw every interval, with rates, "
               "until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+@click.option("--interval", type=Seconds(min=0.1), default=1.0, show_default=True,
               metavar="SECONDS", help="Refresh interval of --watch.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON snapshot (docs/stats-json.md).")
 @click.option("--prometheus", is_flag=True,
@@ -231,7 +246,7 @@ def explain_cmd(names: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command("demo", context_settings=CONTEXT)
-@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True,
+@click.option("--duration", type=Seconds(min=1), default=10.0, show_default=True,
               metavar="SECONDS", help="How long traffic runs through the bridge.")
 @click.option("--rate", type=click.IntRange(1, 20000), default=1000, show_default=True,
               metavar="FPS", help="UDP datagrams per second, each way.")

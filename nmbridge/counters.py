@@ -46,6 +46,8 @@ _FIXED = struct.Struct("<8sIIIIQQ")
 _PAGE = 4096
 _READ_RETRIES = 1000
 _HEADER_KEYS = ("seq", "heartbeat_ns", "nrings", "state")
+#: counters every reader of format 1 shows; the others may be absent (then 0)
+_REQUIRED_FIELDS = ("frames", "bytes")
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,7 @@ def _read_fd(fd: int, path: str) -> Snapshot:
         raise _corrupt(path, f"bad metadata ({exc.__class__.__name__})") from None
     if (
         record_size < 8 * len(fields)
+        or any(f not in fields for f in _REQUIRED_FIELDS)
         or counters_ofs % 8
         or counters_ofs < _FIXED.size + meta_len
         or any(k not in hdr_off for k in _HEADER_KEYS)

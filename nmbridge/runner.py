@@ -145,7 +145,8 @@ def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
 def run_bridge(opts: BridgeOptions) -> Totals:
     """Bridge two ports until stopped; returns the final totals."""
     specs = [parse_port(p) for p in opts.ports]
-    name = opts.name or instance_name(opts.ports, opts.roles)
+    name = opts.name if opts.name is not None else instance_name(opts.ports, opts.roles)
+    stats_path(opts.stats_dir, name)  # a bad --name is a usage error before anything is made
     if opts.isolate and not any(s.kind == "packet" for s in specs):
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")

@@ -66,8 +66,10 @@ def warn(text: str) -> None:
 
 
 def error(text: str) -> None:
-    """The one line a failure gets on stderr."""
-    _line(f"nmbridge: error: {text}")
+    """The one line a failure gets on stderr: whatever it quotes (a name, an argument),
+    a control character in it is shown escaped, not obeyed."""
+    _line("nmbridge: error: " + "".join(
+        ch if ch.isprintable() else repr(ch)[1:-1] for ch in text))
 
 
 def _line(text: str) -> None:
