@@ -6,9 +6,11 @@ returns into a nmbridge exception, and hands plain Python types upwards.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +166,7 @@ class Port:
         self.reply: RegisterReply | None = None
         self.created_tap = False
         self._isolation_fd: int | None = None
+        self._claim: socket.socket | None = None  # packet: ports: the interface's claim
 
     @property
     def c(self) -> Any:
@@ -220,6 +223,9 @@ class Port:
         if self._c is not None:
             ffi.release(self._c)  # runs nmb_port_free now, once
             self._c = None
+        if self._claim is not None:
+            self._claim.close()  # after the socket: the next bridge finds it free
+            self._claim = None
 
 
 class _KernelRegion:
@@ -279,18 +285,50 @@ def _check_fd(rc: int, what: str) -> None:
         raise _error_for(-rc, what)
 
 
+def _claim_interface(spec: PortSpec, ifindex: int) -> socket.socket:
+    """One bridge per packet: interface. Nothing in the kernel stops two AF_PACKET
+    sockets on one interface, and two bridges there would each forward every frame:
+    the claim is a listening abstract Unix socket named after the interface index. Such
+    names live in the network namespace, as the index does; the kernel frees it when
+    the process ends, however it ends. Busy: the claimant's pid, from SO_PEERCRED."""
+    address = f"\0nmbridge/packet/{ifindex}"
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(address)
+        claim.listen(16)  # room for the busy callers below: they never wait
+        return claim
+    except OSError as exc:
+        claim.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise _error_for(exc.errno or errno.EIO, f"{spec.text}: cannot claim "
+                             f"{spec.ifname}") from None
+    pid = 0
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)
+        s.connect(address)
+        pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    who = f"nmbridge (pid {pid})" if pid > 0 else "another nmbridge"
+    raise PortBusy(f"{spec.text}: busy: {who} is bridging {spec.ifname}")
+
+
 def _open_packet(spec: PortSpec, region: _EmulatedRegion, index: int) -> Port:
     try:
         ifindex = socket.if_nametoindex(spec.ifname)
     except OSError:
         raise NoSuchPort(f"{spec.text}: no interface named '{spec.ifname}'") from None
-    cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
-    cport.region = region.c
-    port = Port(spec, cport, region)
-    _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
-    rc = lib.nmb_packet_open(cport, ifindex, max_frame_for(spec.ifname), SOCKET_BUFFER)
-    if rc < 0:
-        raise _error_for(-rc, f"{spec.text}: cannot open an AF_PACKET socket")
+    claim = _claim_interface(spec, ifindex)
+    try:
+        cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
+        cport.region = region.c
+        port = Port(spec, cport, region)
+        _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
+        rc = lib.nmb_packet_open(cport, ifindex, max_frame_for(spec.ifname), SOCKET_BUFFER)
+        if rc < 0:
+            raise _error_for(-rc, f"{spec.text}: cannot open an AF_PACKET socket")
+    except BaseException:
+        claim.close()
+        raise
+    port._claim = claim
     return port
 
 
