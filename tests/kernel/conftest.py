@@ -507,3 +507,19 @@ def nic_netns(netns: str) -> str:
         ip("-n", netns, "link", "set", f"{nic}p", "up")
         ip("-n", netns, "link", "set", nic, "up")
     return netns
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> Runner:
+    """Runs the same driver snippets against the real netmap module: no shim. Skipped,
+    with the reason, where the module is not loaded (also under CI: only the fake
+    stands in for it there); under CI=true, a module that is there but cannot be
+    used by this user fails the run instead."""
+    if not os.path.exists("/dev/netmap"):
+        pytest.skip("no /dev/netmap: the netmap kernel module is not loaded on this machine")
+    if not os.access("/dev/netmap", os.R_OK | os.W_OK):
+        message = "/dev/netmap exists but is not readable and writable by this user (root?)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return Runner(tmp_path, {})
