@@ -482,3 +482,38 @@ def test_idle_ports_poll_as_recorded(fake: FakeKernel) -> None:
             assert elapsed_ms >= recorded["timeout_ms"] - 5, (key, elapsed_ms)  # slept
         else:
             assert elapsed_ms < 50, (key, elapsed_ms)  # answered at once
+
+
+#: trace (e), phase 5: the host stack sends while only the wire port is open
+LATE_HOST = r'''
+wire, = open_ports("netmap:fk0")
+sent = [frame(i, size=42, tag=b"arp", dst=b"\xff" * 6) for i in range(3)]
+for f in sent:
+    inject("fk0", "host", f)
+on_wire = read_many("fk0", "wire", 1, timeout_ms=200)
+wire_pollin = wait_fd(wire, select.POLLIN, 0)
+host, = open_ports("netmap:fk0^")
+rx = host.c.rx[0]
+right_after_open = {"head": rx.head, "cur": rx.cur, "tail": rx.tail, "flags": "0x%x" % rx.flags}
+pollin = wait_fd(host, select.POLLIN, 0)
+after = {"head": rx.head, "cur": rx.cur, "tail": rx.tail, "flags": "0x%x" % rx.flags}
+got = recv(host, 3)
+result(on_wire=len(on_wire), wire_pollin=wire_pollin[0][1] if wire_pollin else 0,
+       right_after_open=right_after_open, pollin=pollin[0][1] if pollin else 0,
+       after=after, delivered=got == sent)
+engine.close_ports([wire, host])
+'''
+
+
+def test_host_stack_frames_wait_for_the_host_port(fake: FakeKernel) -> None:
+    """With the NIC rings in netmap mode, what the host stack sends never reaches
+    the wire; it waits for the host port, which `nmbridge IFACE` opens second."""
+    r = fake.run_py(LATE_HOST).result
+    rec = golden("trace_e_host_stack_tx.json")
+    wire_only, late = rec["phase2_wire_ALL_NIC_only"], rec["phase5_wire_only_then_host_opened_late"]
+    assert wire_only["v1_rx_packets_delta"] == 0 and r["on_wire"] == 0
+    assert r["wire_pollin"] == int(wire_only["wire_POLLIN_0ms"]["revents"], 16)
+    assert r["right_after_open"] == late["host_rx_right_after_open"]
+    assert r["pollin"] == int(late["host_POLLIN_0ms"]["revents"], 16)
+    assert r["after"] == late["host_rx_after_sync"]
+    assert r["delivered"] is True
