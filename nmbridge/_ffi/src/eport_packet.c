@@ -19,8 +19,16 @@
 
 #include "eport.h"
 
-#define RX_BLOCK_SIZE (1u << 20)
-#define RX_BLOCKS 8
+/*
+ * The kernel hands a block over when it is full or RX_BLOCK_TIMEOUT_MS after
+ * its first frame: under a paced stream most blocks leave holding one frame
+ * or a few, so the ring holds as many bursts as it has blocks, whatever
+ * their size. Many small blocks (each still above the largest frame the
+ * rings serve, 16 KiB) keep the 8 MiB ring from overflowing after a few
+ * milliseconds without the CPU.
+ */
+#define RX_BLOCK_SIZE (1u << 16)
+#define RX_BLOCKS 128
 #define RX_BLOCK_TIMEOUT_MS 1
 #define TX_FRAMES 1024
 
