@@ -1,0 +1,452 @@
+"""Real packets through the installed nmbridge (issue 3, "The bridge runs").
+
+Each test builds a nmbridge.sandbox.Sandbox: a wire namespace whose nmbw0
+(198.18.0.1) is a host on the wire, and a bridge namespace holding the veth
+peer nmbv0 and the TAP nmbt0 (198.18.0.2, the host stack). The installed
+`nmbridge -i packet:nmbv0 -i tap:nmbt0` runs in the bridge namespace, and
+nmbridge.traffic sends pings and numbered UDP datagrams through it, both ways.
+The sandbox's neighbours are static and IPv6 is off, so nothing but the test's
+traffic crosses the bridge: its counters must equal what was sent, exactly.
+
+The sandbox (namespaces, links, processes, temporary directories) is removed
+after every test, whatever happens. Only addresses of 198.18.0.0/15 are used.
+Timeouts are generous and only there to stop a hang; nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from nmbridge import traffic
+from nmbridge.counters import read_snapshot
+from nmbridge.demo import BridgeTotals, parse_totals
+from nmbridge.engine import DEFAULT_BUF_SIZE
+from nmbridge.errors import NmbridgeError
+from nmbridge.sandbox import Sandbox
+
+pytestmark = pytest.mark.root
+
+NMBRIDGE = str(Path(sys.executable).parent / "nmbridge")
+#: seconds, only against hangs: a loaded 2-core machine is slow, never this slow
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+TRAFFIC_TIMEOUT = 60.0
+#: Ethernet + IPv4 + ICMP echo header + the 56 bytes nmbridge.traffic's ping sends
+PING_FRAME = 14 + 20 + 8 + 56
+#: UDP payload -> frame on the wire
+OVERHEAD = traffic.FRAME_OVERHEAD
+#: datagrams per second: a paced stream, as a real source is; the sockets on the
+#: way (the TAP's queue, the veth backlog) hold ~1000 frames, not a 2-core stall
+RATE = 4000
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class Way:
+    """One direction through the bridge."""
+
+    name: str  # "wire->host"
+    label: str  # the bridge's name for it: "packet:nmbv0->tap:nmbt0"
+    src_ns: str
+    dst_ns: str
+    dst_addr: str
+
+
+def ways(sb: Sandbox) -> list[Way]:
+    return [
+        Way("wire->host", f"{sb.wire_port}->{sb.host_port}", sb.wire_ns, sb.bridge_ns,
+            sb.host_addr),
+        Way("host->wire", f"{sb.host_port}->{sb.wire_port}", sb.bridge_ns, sb.wire_ns,
+            sb.wire_addr),
+    ]
+
+
+def wait_for(what: str, cond: Callable[[], T | None], timeout: float,
+             alive: subprocess.Popen[Any] | None = None, log: Path | None = None) -> T:
+    """Poll cond() until it returns something true; fail after timeout (or if alive dies)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = cond()
+        except NmbridgeError:
+            got = None
+        if got:
+            return got
+        if alive is not None and alive.poll() is not None:
+            text = log.read_text(errors="replace") if log else ""
+            pytest.fail(f"the bridge exited ({alive.returncode}) while waiting for {what}:\n"
+                        f"{text}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Bridge:
+    """The installed nmbridge in the sandbox's bridge namespace, packet:nmbv0 <-> tap:nmbt0."""
+
+    def __init__(self, sb: Sandbox, *options: str, name: str = "it") -> None:
+        self.sb = sb
+        self.name = name
+        self.stats_dir = sb.tempdir("stats")
+        self.stats_file = Path(self.stats_dir) / f"{name}.stats"
+        logs = Path(sb.tempdir("log"))
+        self.log, self.out = logs / "stderr", logs / "stdout"
+        argv = [NMBRIDGE, "-i", sb.wire_port, "-i", sb.host_port, "--name", name,
+                "--stats-dir", self.stats_dir, "--no-live", *options]
+        with open(self.log, "wb") as err, open(self.out, "wb") as out:
+            self.proc = sb.popen(sb.bridge_ns, argv, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=err)
+        self.started = time.monotonic()
+        wait_for("the bridge to run", lambda: (s := read_snapshot(self.stats_file)).live
+                 and s.state == "running" and s.pid == self.proc.pid, START_TIMEOUT,
+                 self.proc, self.log)
+
+    def stats(self) -> dict[str, Any]:
+        """This instance in `nmbridge stats --json NAME`, run as a user would, from outside."""
+        res = subprocess.run([NMBRIDGE, "stats", "--json", self.name, "--stats-dir",
+                              self.stats_dir], capture_output=True, text=True,
+                             timeout=TRAFFIC_TIMEOUT, check=False)
+        assert res.returncode == 0, res.stderr
+        (inst,) = json.loads(res.stdout)["instances"]
+        assert inst["name"] == self.name and inst["pid"] == self.proc.pid
+        return dict(inst)
+
+    def directions(self) -> dict[str, dict[str, Any]]:
+        return {d["label"]: d for d in self.stats()["directions"]}
+
+    def counted(self, frames: dict[str, int]) -> dict[str, dict[str, Any]]:
+        """The directions once their frame counters reach `frames` (published every 200 ms)."""
+        def reached() -> dict[str, dict[str, Any]] | None:
+            d = self.directions()
+            done = all(d[label]["frames"] + d[label]["drops"] >= n
+                       for label, n in frames.items())
+            return d if done else None
+
+        return wait_for(f"the counters to reach {frames}", reached, TRAFFIC_TIMEOUT,
+                        self.proc, self.log)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> BridgeTotals:
+        """SIGTERM; it must exit 0 with its totals, its stats file gone."""
+        status = self.sb.stop(self.proc, STOP_TIMEOUT)
+        return self._ended(status, "signal")
+
+    def wait(self, reason: str) -> BridgeTotals:
+        """Wait for a bridge that stops by itself (--duration, --count)."""
+        try:
+            status = self.proc.wait(TRAFFIC_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            status = self.sb.stop(self.proc, STOP_TIMEOUT)
+            pytest.fail(f"the bridge did not stop by itself ({reason}); killed: {status}")
+        return self._ended(status, reason)
+
+    def _ended(self, status: int, reason: str) -> BridgeTotals:
+        log = self.log.read_text(errors="replace")
+        assert status == 0, f"exit status {status}:\n{log}"
+        assert "Traceback" not in log and "nmbridge: error" not in log, log
+        assert self.out.read_text() == ""
+        totals = parse_totals(log.splitlines())
+        assert totals is not None, f"no totals line:\n{log}"
+        assert totals.reason == reason, log
+        assert not self.stats_file.exists(), "the stats file outlived the bridge"
+        return totals
+
+
+class Stream:
+    """Numbered UDP datagrams one way: the receiver is bound before the sender starts."""
+
+    def __init__(self, sb: Sandbox, way: Way, count: int, *send_options: str,
+                 rate: int = RATE, recv_timeout: float = TRAFFIC_TIMEOUT,
+                 idle: float = 5.0) -> None:
+        self.sb, self.way, self.count = sb, way, count
+        self.run_id = str(traffic.new_run_id())
+        common = ["--count", str(count), "--run-id", self.run_id]
+        self.recv = sb.popen(way.dst_ns, traffic.command(
+            "udp-recv", way.dst_addr, *common, "--timeout", f"{recv_timeout:g}",
+            "--idle", f"{idle:g}"), stdout=subprocess.PIPE, text=True)
+        traffic.wait_ready(self.recv, START_TIMEOUT)
+        self.recv_timeout = recv_timeout
+        self.send_options = [*common, "--rate", str(rate), *send_options]
+        self.send: subprocess.Popen[str] | None = None
+
+    def start(self) -> Stream:
+        self.send = self.sb.popen(self.way.src_ns, traffic.command(
+            "udp-send", self.way.dst_addr, *self.send_options, "--timeout",
+            f"{TRAFFIC_TIMEOUT:g}"), stdout=subprocess.PIPE, text=True)
+        return self
+
+    def stop_sender(self) -> None:
+        assert self.send is not None
+        self.sb.stop(self.send, STOP_TIMEOUT)
+
+    def reports(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what was sent, what arrived); both must be there."""
+        assert self.send is not None
+        sent = traffic.read_report(self.send, TRAFFIC_TIMEOUT + 10)
+        got = traffic.read_report(self.recv, self.recv_timeout + 10)
+        assert sent and got, f"{self.way.name}: a traffic process gave no report"
+        return sent, got
+
+
+def streams(sb: Sandbox, count: int, *send_options: str, **kw: Any) -> list[Stream]:
+    """A stream each way at once, both receivers bound before either sender starts."""
+    made = [Stream(sb, way, count, *send_options, **kw) for way in ways(sb)]
+    return [s.start() for s in made]
+
+
+def assert_complete(stream: Stream, sent: dict[str, Any], got: dict[str, Any]) -> None:
+    name = stream.way.name
+    assert sent["sent"] == stream.count, f"{name}: sent {sent}"
+    assert got["complete"] and got["in_order"], f"{name}: {got}"
+    assert (got["unique"], got["received"], got["lost"]) == (stream.count, stream.count, 0)
+    assert (got["out_of_order"], got["duplicates"], got["corrupt"], got["foreign"]) == (
+        0, 0, 0, 0), f"{name}: {got}"
+    assert got["frame_bytes"] == sent["frame_bytes"]
+
+
+def ping(sb: Sandbox, way: Way, count: int = 3) -> subprocess.Popen[str]:
+    return sb.popen(way.src_ns, traffic.command(
+        "ping", way.dst_addr, "--count", str(count), "--interval", "0.2", "--wait", "5"),
+        stdout=subprocess.PIPE, text=True)
+
+
+def namespaces() -> set[str]:
+    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                         timeout=TRAFFIC_TIMEOUT, check=True)
+    return {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
+
+
+def sandbox(mtu: int = 1500) -> Iterator[Sandbox]:
+    with Sandbox(mtu=mtu) as made:
+        yield made
+    left = {made.wire_ns, made.bridge_ns} & namespaces()
+    assert not left, f"the sandbox left namespaces behind: {left}"
+
+
+@pytest.fixture
+def sb() -> Iterator[Sandbox]:
+    yield from sandbox()
+
+
+@pytest.fixture
+def jumbo_sb() -> Iterator[Sandbox]:
+    yield from sandbox(mtu=9000)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_ping_both_ways(sb: Sandbox) -> None:
+    bridge = Bridge(sb)
+    pings = [(way, ping(sb, way)) for way in ways(sb)]
+    for way, proc in pings:
+        report = traffic.read_report(proc, TRAFFIC_TIMEOUT)
+        assert (report.get("sent"), report.get("received")) == (3, 3), f"{way.name}: {report}"
+    # each way: 3 requests one way and 3 replies the other, and not a frame more
+    expected = {way.label: 6 for way in ways(sb)}
+    live = bridge.counted(expected)
+    for way in ways(sb):
+        d = live[way.label]
+        assert (d["frames"], d["bytes"], d["drops"]) == (6, 6 * PING_FRAME, 0), d
+    totals = bridge.stop()
+    assert totals.directions == {way.label: (6, 6 * PING_FRAME, 0) for way in ways(sb)}
+
+
+def test_udp_stream_arrives_complete_and_in_order_both_ways(sb: Sandbox) -> None:
+    count = 3000
+    bridge = Bridge(sb)
+    running = streams(sb, count, "--size", "64")
+    sent: dict[str, dict[str, Any]] = {}
+    for stream in running:
+        s, got = stream.reports()
+        assert_complete(stream, s, got)
+        sent[stream.way.label] = s
+    assert {s["frame_bytes"] for s in sent.values()} == {count * (64 + OVERHEAD)}
+
+    live = bridge.counted({label: count for label in sent})
+    inst = bridge.stats()
+    assert (inst["live"], inst["state"]) == (True, "running")
+    for label, s in sent.items():
+        d = live[label]
+        assert (d["frames"], d["bytes"], d["drops"], d["errors"]) == (
+            count, s["frame_bytes"], 0, 0), d
+    # per ring: what one port received, the other transmitted
+    rx = {r["port_name"]: (r["frames"], r["bytes"]) for r in inst["rings"]
+          if r["direction"] == "rx"}
+    tx = {r["port_name"]: (r["frames"], r["bytes"]) for r in inst["rings"]
+          if r["direction"] == "tx"}
+    assert rx[sb.wire_port] == tx[sb.host_port] == (count, sent[ways(sb)[0].label]["frame_bytes"])
+    assert rx[sb.host_port] == tx[sb.wire_port] == (count, sent[ways(sb)[1].label]["frame_bytes"])
+    assert all(r["drops"] == 0 and r["errors"] == 0 for r in inst["rings"])
+
+    totals = bridge.stop()
+    assert totals.directions == {label: (count, s["frame_bytes"], 0) for label, s in sent.items()}
+
+
+def test_every_frame_size_from_60_to_1514_bytes(sb: Sandbox) -> None:
+    lo, hi = 60 - OVERHEAD, 1514 - OVERHEAD  # UDP payloads 18..1472: every frame size once
+    count = hi - lo + 1
+    frame_bytes = sum(size + OVERHEAD for size in range(lo, hi + 1))
+    bridge = Bridge(sb)
+    running = streams(sb, count, "--size-range", f"{lo}:{hi}", rate=3000)
+    for stream in running:
+        sent, got = stream.reports()
+        assert_complete(stream, sent, got)
+        assert sent["frame_bytes"] == frame_bytes
+    live = bridge.counted({way.label: count for way in ways(sb)})
+    for way in ways(sb):
+        d = live[way.label]
+        assert (d["frames"], d["bytes"], d["drops"]) == (count, frame_bytes, 0), d
+    totals = bridge.stop()
+    assert totals.directions == {way.label: (count, frame_bytes, 0) for way in ways(sb)}
+
+
+def test_frames_longer_than_a_buffer_cross_whole(jumbo_sb: Sandbox) -> None:
+    """MTU 9000: frames over one 2048-byte buffer cross as NS_MOREFRAG chains, intact."""
+    sb = jumbo_sb
+    assert DEFAULT_BUF_SIZE == 2048  # the premise: these frames need 2 to 5 buffers
+    frames = [60, 1514, 2048, 2049, 4000, 4097, 6000, 8192, 9000, 9014]
+    sizes = [f - OVERHEAD for f in frames]
+    count = 40 * len(frames)
+    frame_bytes = 40 * sum(frames)
+    bridge = Bridge(sb)
+    running = streams(sb, count, "--sizes", ",".join(map(str, sizes)), rate=1000)
+    for stream in running:
+        sent, got = stream.reports()
+        assert_complete(stream, sent, got)  # every byte of every datagram checked
+        assert sent["frame_bytes"] == frame_bytes
+    live = bridge.counted({way.label: count for way in ways(sb)})
+    for way in ways(sb):
+        d = live[way.label]
+        assert (d["frames"], d["bytes"], d["drops"]) == (count, frame_bytes, 0), d
+    totals = bridge.stop()
+    assert totals.directions == {way.label: (count, frame_bytes, 0) for way in ways(sb)}
+
+
+def test_frames_longer_than_the_ports_take_are_counted_as_drops(sb: Sandbox) -> None:
+    """The MTU raised after the ports opened: 4000-byte frames are dropped and counted."""
+    bridge = Bridge(sb)  # its ports sized for MTU 1500
+    for ns, ifname in ((sb.wire_ns, sb.wire_if), (sb.bridge_ns, sb.veth_if),
+                       (sb.bridge_ns, sb.tap_if)):
+        sb.ip(ns, "link", "set", "dev", ifname, "mtu", "9000")
+    big = 20
+    for stream in streams(sb, big, "--size", str(4000 - OVERHEAD), rate=500, recv_timeout=3,
+                          idle=1):
+        sent, got = stream.reports()
+        assert sent["sent"] == big
+        assert got["received"] == 0, f"{stream.way.name}: a frame too long was forwarded"
+    live = bridge.counted({way.label: big for way in ways(sb)})
+    for way in ways(sb):
+        d = live[way.label]
+        assert (d["frames"], d["bytes"], d["drops"]) == (0, 0, big), d
+        assert d["drops_by_reason"]["oversize"] == big, d
+    # and the bridge goes on: frames that fit still cross
+    count = 200
+    for stream in streams(sb, count, "--size", "1000"):
+        assert_complete(stream, *stream.reports())
+    totals = bridge.stop()
+    assert totals.directions == {
+        way.label: (count, count * (1000 + OVERHEAD), big) for way in ways(sb)}
+
+
+def test_sigterm_mid_traffic_flushes_prints_totals_and_exits_0(sb: Sandbox) -> None:
+    count = 20 * 2000  # far more than is sent before the SIGTERM
+    bridge = Bridge(sb)
+    running = streams(sb, count, "--size", "200", rate=2000, idle=3)
+    wait_for("traffic both ways", lambda: all(
+        d["frames"] >= 500 for d in bridge.directions().values()), TRAFFIC_TIMEOUT,
+        bridge.proc, bridge.log)
+    totals = bridge.stop()  # exit status 0, totals printed, stats file removed
+    for stream in running:
+        stream.stop_sender()
+        sent, got = stream.reports()
+        frames, nbytes, dropped = totals.directions[stream.way.label]
+        # frames still on an RX ring at the stop are counted as dropped, not lost
+        assert frames >= 500 and frames + dropped <= sent["sent"] < count
+        # every frame the bridge counted was flushed out and arrived, in order, intact
+        assert (got["unique"], got["received"], got["frame_bytes"]) == (
+            frames, frames, nbytes), f"{stream.way.name}: {got} vs {totals}"
+        assert got["in_order"] and got["corrupt"] == 0, got
+        assert got["first_missing"][0] == frames  # the first ones, none skipped
+
+
+def test_duration_stops_the_bridge(sb: Sandbox) -> None:
+    bridge = Bridge(sb, "--duration", "2")
+    pings = [ping(sb, way) for way in ways(sb)]
+    totals = bridge.wait("duration")
+    assert time.monotonic() - bridge.started >= 2.0
+    assert totals.seconds >= 2.0
+    for proc in pings:
+        assert traffic.read_report(proc, TRAFFIC_TIMEOUT)["received"] == 3
+    assert totals.directions == {way.label: (6, 6 * PING_FRAME, 0) for way in ways(sb)}
+
+
+def test_count_stops_the_bridge_after_exactly_n_frames(sb: Sandbox) -> None:
+    limit, count = 100, 300
+    bridge = Bridge(sb, "--count", str(limit))
+    # as fast as the sockets take them: more than --count waits in the bridge at once
+    running = streams(sb, count, "--size", "100", rate=0, recv_timeout=4, idle=2)
+    totals = bridge.wait("limit")
+    assert sum(frames for frames, _, _ in totals.directions.values()) == limit
+    for stream in running:
+        sent, got = stream.reports()
+        frames, nbytes, dropped = totals.directions[stream.way.label]
+        assert (got["unique"], got["frame_bytes"]) == (frames, nbytes), got
+        assert frames + dropped <= sent["sent"] == count
+        assert got["in_order"] and got["corrupt"] == 0, got
+        assert got["first_missing"][0] == frames  # the first ones, none skipped
+
+
+@pytest.mark.parametrize("side", ["wire", "bridge"])
+def test_link_flap_does_not_stop_the_bridge(sb: Sandbox, side: str) -> None:
+    """nmbw0 (the peer on the wire) or nmbv0 (the bridge's own port) down, then up."""
+    ns, ifname = (sb.wire_ns, sb.wire_if) if side == "wire" else (sb.bridge_ns, sb.veth_if)
+    bridge = Bridge(sb)
+    for stream in streams(sb, 500):
+        assert_complete(stream, *stream.reports())
+
+    sb.set_link(ns, ifname, False)
+    wait_for("the bridge to see the link down",
+             lambda: read_snapshot(bridge.stats_file).state == "link-wait", TRAFFIC_TIMEOUT,
+             bridge.proc, bridge.log)
+    time.sleep(0.5)
+    assert bridge.alive()
+    sb.set_link(ns, ifname, True)
+    wait_for("the bridge to see the link up",
+             lambda: read_snapshot(bridge.stats_file).state == "running", TRAFFIC_TIMEOUT,
+             bridge.proc, bridge.log)
+
+    # traffic resumes (after an ARP exchange: taking nmbw0 down flushed its neighbours)
+    def pinged() -> bool:
+        res = sb.run(sb.wire_ns, traffic.command("ping", sb.host_addr, "--count", "1",
+                                                 "--wait", "1"), timeout=30, check=False)
+        return res.returncode == 0
+
+    wait_for("a ping through the bridge after the flap", pinged, TRAFFIC_TIMEOUT,
+             bridge.proc, bridge.log)
+    before = bridge.directions()
+    count = 1000
+    for stream in streams(sb, count):
+        assert_complete(stream, *stream.reports())
+    after = bridge.counted({label: d["frames"] + count for label, d in before.items()})
+    for label, d in after.items():
+        assert d["frames"] - before[label]["frames"] >= count
+        assert d["drops"] == 0, d
+    totals = bridge.stop()
+    assert all(dropped == 0 for _, _, dropped in totals.directions.values())
+
