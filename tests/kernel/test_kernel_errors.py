@@ -272,3 +272,45 @@ def test_a_register_the_kernel_refuses(fake: FakeKernel, error_ns: str, port: st
                                        phrase: str) -> None:
     run = fake.run_cli(["-i", port, "-i", "netmap:fk1", "--no-live"], netns=error_ns)
     assert_one_error_line(run, 7, port, "refused", phrase)
+
+
+# ---------------------------------------------------------------- the C wrappers
+
+RAW_FD = r'''
+import errno as E
+unreg = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
+assert lib.nmb_kport_open(unreg, engine.NETMAP_DEVICE.encode()) == 0
+base = ffi.new("void **")
+p = select.poll()
+p.register(unreg.fd, select.POLLIN)
+out = {
+    "NIOCTXSYNC_on_unregistered_fd": lib.nmb_kport_txsync(unreg),
+    "NIOCRXSYNC_on_unregistered_fd": lib.nmb_kport_rxsync(unreg),
+    "poll_on_unregistered_fd": p.poll(0),
+    "mmap_on_unregistered_fd": lib.nmb_mmap_region(unreg.fd, 4096, base),
+}
+port, = open_ports("netmap:fk0")
+hdr = ffi.new("struct nmreq_header *")
+reg = ffi.new("struct nmreq_register *")
+hdr.nr_version = lib.NETMAP_API
+hdr.nr_reqtype = lib.NETMAP_REQ_REGISTER
+hdr.nr_name = b"fk0"
+hdr.nr_body = int(ffi.cast("uintptr_t", reg))
+reg.nr_mode = lib.NR_REG_SW
+out["second_register_same_fd"] = lib.nmb_kport_register(port.c, hdr)
+out = {k: (E.errorcode[-v] if isinstance(v, int) and v < 0 else v) for k, v in out.items()}
+result(out=out)
+engine.close_ports([port])
+'''
+
+
+def test_the_c_wrappers_report_each_refusal_as_recorded(fake: FakeKernel) -> None:
+    """kport.c returns -errno for every refusal the real module was seen to make."""
+    out = fake.run_py(RAW_FD).result["out"]
+    rec = golden("open_reregister_unregistered_fd.json")
+    for key in ("NIOCTXSYNC_on_unregistered_fd", "NIOCRXSYNC_on_unregistered_fd",
+                "second_register_same_fd"):
+        assert out[key] == rec[key]["result"], key
+    assert out["mmap_on_unregistered_fd"] == rec["mmap_on_unregistered_fd"]
+    (_fd, revents), = out["poll_on_unregistered_fd"]
+    assert revents == int(rec["poll_on_unregistered_fd"]["revents"], 16)
