@@ -192,6 +192,8 @@ def test_frames_cross_both_ways_and_are_counted(fake: FakeKernel, nic_netns: str
     assert elapsed < 2.0
     assert "Traceback" not in bridge.stderr()
     assert re.search(r"netmap:fk0 <-> netmap:fk0\^, zero-copy", bridge.stderr())
+    # the veth's offloads are on: users lose TCP through the host rings to that
+    assert len(bridge.matching(r"warning: fk0: offloads on \(.*--fix fk0")) == 1
     assert totals(bridge.stderr()) == {
         "wire->host": (300, sum(map(len, to_host)), 0),
         "host->wire": (200, sum(map(len, to_wire)), 0),
@@ -207,6 +209,17 @@ def test_frames_cross_both_ways_and_are_counted(fake: FakeKernel, nic_netns: str
     assert ex["open_fds"] == 0
     for key in ("audit_errors", "bad_slots", "reinits", "tail_restored", "link_blocks"):
         assert ex[key] == 0, (key, ex)
+
+
+def test_host_rings_alone_are_warned_about(fake: FakeKernel, nic_netns: str) -> None:
+    run = fake.run_cli(["-i", "netmap:fk0^", "-i", "netmap:pa{1", "--duration", "0.3",
+                        "--no-live"], netns=nic_netns, timeout=15)
+    assert run.returncode == 0, run.describe()
+    warnings = [x for x in run.stderr.splitlines() if "warning" in x]
+    assert warnings == [
+        "nmbridge: warning: netmap:fk0^: the host rings alone see no traffic unless the NIC "
+        "rings of fk0 are in netmap mode too (bridge it with netmap:fk0)"], run.stderr
+    assert "(the ports do not share memory)" in run.stderr
 
 
 LINK_ENV = {"FAKENETMAP_LINK_SYSFS": "1", "FAKENETMAP_DOWN_BLOCK_MS": "4000"}

@@ -517,3 +517,37 @@ def test_host_stack_frames_wait_for_the_host_port(fake: FakeKernel) -> None:
     assert r["pollin"] == int(late["host_POLLIN_0ms"]["revents"], 16)
     assert r["after"] == late["host_rx_after_sync"]
     assert r["delivered"] is True
+
+
+#: a ring the kernel finds corrupt is reinitialised (POLLERR); the loop counts it and goes on
+REINIT = r'''
+wire, host = open_ports("netmap:fk0", "netmap:fk0^")
+bridge = engine.Bridge(wire, host)
+first = [frame(i, tag=b"first") for i in range(3)]
+for f in first:
+    inject("fk0", "wire", f)
+while bridge.forwarded < 3:
+    bridge.run(50)
+got_first = read_many("fk0", "host", 3)
+tx = host.c.tx[0]
+tx.head = tx.cur = tx.num_slots + 7  # nothing the kernel can accept
+then = [frame(i, tag=b"then") for i in range(4)]
+for f in then:
+    inject("fk0", "wire", f)
+deadline = time.monotonic() + 5
+while bridge.forwarded < 7 and time.monotonic() < deadline:
+    bridge.run(50)
+bridge.flush()
+got_then = read_many("fk0", "host", 4)
+errors = sum(c["errors"] for c in bridge.counters())
+result(first=got_first == first, then=got_then == then, forwarded=bridge.forwarded,
+       errors=errors, reinits=stat("reinits"))
+engine.close_ports([wire, host])
+'''
+
+
+def test_a_ring_reinit_is_recovered_from_and_counted(fake: FakeKernel) -> None:
+    r = fake.run_py(REINIT).result
+    assert r["first"] is True and r["then"] is True and r["forwarded"] == 7
+    assert r["reinits"] >= 1  # the kernel put the ring back as it last knew it
+    assert r["errors"] >= 1  # the loop saw POLLERR, resynced, counted it, went on
