@@ -6,9 +6,11 @@ the other commands (stats, explain, ...) sit beside it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -46,8 +48,32 @@ def _exit_status_epilog() -> str:
     return "\n".join(lines)
 
 
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (`nmbridge stats | head -1`): not an error.
+
+    click's main() turns a BrokenPipeError into exit status 1 (here: "a port
+    failed") even with standalone_mode=False, so it is carried past click as this.
+    """
+
+
+@contextlib.contextmanager
+def _closed_stdout_is_not_an_error() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError as exc:
+        raise _StdoutClosed from exc
+
+
 class _DefaultToBridge(click.Group):
     """Runs `bridge` when the first word is not a command: `nmbridge eth0`."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _closed_stdout_is_not_an_error():  # --help, --version
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _closed_stdout_is_not_an_error():
+            return super().invoke(ctx)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in (
@@ -294,7 +320,7 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except (BrokenPipeError, _StdoutClosed):
         _silence_stdout()
         return 0
     # with standalone_mode=False, click returns an Exit's status instead of raising

@@ -1,0 +1,410 @@
+"""The command line without root: parsing, and every message a user can cause.
+
+Two ways in, as STYLE.md habit 8 says. click's CliRunner (stdout and stderr
+apart, catch_exceptions=False: an exception that escapes is a traceback the
+user would see, and fails the test) drives `nmbridge.cli.main`, the console
+script's own entry point, so that the exit statuses and the one-line messages
+are the real ones. Then the installed `nmbridge` command in a subprocess.
+
+Nothing here opens a port: every run fails, by design, before one is opened,
+or names a stats directory of the test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from nmbridge import __version__, cli, terminal
+from nmbridge.errors import EXIT_STATUSES
+
+NMBRIDGE = str(Path(sys.executable).parent / "nmbridge")
+USAGE, NO_NETMAP, NO_SUCH_PORT, NOT_RUNNING = 2, 3, 5, 8
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def console_script(args: tuple[str, ...]) -> None:
+    """What the installed `nmbridge` runs: cli.main(argv), which exits with the status."""
+    cli.main(list(args))
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    # a stats directory of the test's own, never /run/nmbridge; no systemd; and
+    # wherever /dev/netmap exists, a kernel port still cannot be opened here
+    monkeypatch.setenv(cli.STATS_DIR_ENV, str(tmp_path / "run"))
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.setattr("nmbridge.engine.NETMAP_DEVICE", str(tmp_path / "no-netmap"))
+    terminal.set_verbosity(0)
+    yield
+    terminal.set_verbosity(0)
+
+
+def nmbridge(*args: str) -> Result:
+    return CliRunner().invoke(console_script, list(args), catch_exceptions=False)
+
+
+def error_line(res: Result, status: int) -> str:
+    """The one line a failure prints: on stderr, nothing on stdout, the documented status."""
+    assert res.exit_code == status, (res.exit_code, res.stdout, res.stderr)
+    assert res.stdout == ""
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and res.stderr.endswith("\n"), res.stderr
+    assert lines[0].startswith("nmbridge: error: ")
+    return lines[0].removeprefix("nmbridge: error: ")
+
+
+# ---------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "8193", "x", "1.5", "", "1e3"])
+def test_bad_burst(value: str) -> None:
+    msg = error_line(nmbridge("-i", "packet:v0", "-i", "tap:t0", "--burst", value), USAGE)
+    assert msg.startswith("Invalid value for '--burst': ")
+    assert f"{value!r}" in msg or f" {value} " in msg
+    assert msg.endswith("(see 'nmbridge bridge --help')")
+
+
+@pytest.mark.parametrize("value", ["1", "8192"])
+def test_burst_bounds_are_accepted(value: str) -> None:
+    # parsed: the run goes on, to the missing interface
+    msg = error_line(nmbridge("-i", "packet:nmbnosuch0", "-i", "tap:t0", "--burst", value),
+                     NO_SUCH_PORT)
+    assert msg == "packet:nmbnosuch0: no interface named 'nmbnosuch0'"
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--duration", "0"), ("--duration", "-1"), ("--duration", "soon"),
+    ("--count", "0"), ("--count", "-5"),
+    ("--poll-timeout", "0"), ("--poll-timeout", "1001"),
+    ("--wait-link", "-1"), ("--interval", "0.01"),
+    ("--metrics-listen", "99999"), ("--metrics-listen", "::1:9417"),
+])
+def test_bad_option_values(option: str, value: str) -> None:
+    msg = error_line(nmbridge("nmbnosuch0", option, value), USAGE)
+    assert msg.startswith(f"Invalid value for '{option}': ")
+
+
+def test_option_without_its_value() -> None:
+    msg = error_line(nmbridge("nmbnosuch0", "--burst"), USAGE)
+    assert msg.startswith("Option '--burst' requires an argument")
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["eth0", "--bogus"], ["bridge", "--bogus"]])
+def test_unknown_option(args: list[str]) -> None:
+    msg = error_line(nmbridge(*args), USAGE)
+    assert msg.startswith("No such option '--bogus'")
+    assert msg.endswith("(see 'nmbridge bridge --help')")
+
+
+def test_unknown_option_of_a_command() -> None:
+    msg = error_line(nmbridge("stats", "--bogus"), USAGE)
+    assert msg.startswith("No such option '--bogus'")
+    assert msg.endswith("(see 'nmbridge stats --help')")
+
+
+def test_version() -> None:
+    res = nmbridge("--version")
+    assert (res.exit_code, res.stdout, res.stderr) == (0, f"nmbridge {__version__}\n", "")
+
+
+def test_help_lists_every_exit_status() -> None:
+    res = nmbridge("--help")
+    assert res.exit_code == 0 and res.stderr == ""
+    assert res.stdout.startswith("Usage: nmbridge ")
+    text = " ".join(res.stdout.split())  # the epilog wraps long lines
+    for code, meaning in EXIT_STATUSES.items():
+        assert f"{code} {' '.join(meaning.split())}" in text
+
+
+def test_no_arguments_is_help_on_stderr() -> None:
+    res = nmbridge()
+    assert res.exit_code == USAGE and res.stdout == ""
+    assert res.stderr.startswith("Usage: nmbridge ") and "Traceback" not in res.stderr
+
+
+# ---------------------------------------------------------------- ports
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("netmap:eth0^^", "unexpected '^' after the mode '^'"),
+    ("netmap:eth0*3", "unexpected '3' after the mode '*'"),
+    ("netmap:eth0/q", "unknown flag 'q' after '/'"),
+    ("netmap:eth0@", "nothing after '@'"),
+    ("netmap:eth0-", "ends with '-'"),
+    ("netmap:", "empty interface name"),
+    ("netmap:pipe{", "empty pipe id after '{'"),
+    ("vale0:", "empty VALE port name after 'vale0:'"),
+    ("packet:", "empty interface name after 'packet:'"),
+    ("packet:v0/x", "packet ports take no mode, flag, memory region or option ('/x')"),
+    ("tap:", "empty interface name after 'tap:'"),
+    ("tap:" + "t" * 16, "is 16 bytes long, Linux allows 15"),
+    ("bad:x", "unknown prefix 'bad:'"),
+    ("", "the name is empty"),
+])
+@pytest.mark.parametrize("position", [0, 1])
+def test_bad_port_name(name: str, why: str, position: int) -> None:
+    ports = ["tap:t0", "tap:t0"]
+    ports[position] = name
+    msg = error_line(nmbridge("-i", ports[0], "-i", ports[1]), USAGE)
+    assert msg.startswith(f"bad port name '{name}': ")
+    assert why in msg
+
+
+@pytest.mark.parametrize(("args", "got"), [
+    (["-i", "packet:v0"], "got 1 port"),
+    (["-i", "packet:v0", "-i", "tap:t0", "-i", "tap:t1"], "got 3 ports"),
+    (["bridge"], "got 0 ports"),
+    (["--burst", "8"], "got 0 ports"),
+])
+def test_one_or_three_ports(args: list[str], got: str) -> None:
+    assert error_line(nmbridge(*args), USAGE) == (
+        f"give an interface (nmbridge eth0) or exactly two ports (-i A -i B); {got}")
+
+
+@pytest.mark.parametrize("ports", [["-i", "packet:v0"], ["-i", "packet:v0", "-i", "tap:t0"]])
+def test_iface_and_ports(ports: list[str]) -> None:
+    assert error_line(nmbridge("eth0", *ports), USAGE) == (
+        "give either IFACE or two -i ports, not both")
+
+
+@pytest.mark.parametrize("iface", ["eth0^", "netmap:eth0^", "eth0*", "eth0/x", "vale0:a",
+                                   "netmap:", "pipe{1"])
+def test_iface_must_be_an_interface_name(iface: str) -> None:
+    assert error_line(nmbridge(iface), USAGE) == (
+        f"'{iface}' is not an interface name; use -i for netmap port names")
+
+
+def test_nonexistent_interface() -> None:
+    assert error_line(nmbridge("nmbnosuch0"), NO_SUCH_PORT) == (
+        "netmap:nmbnosuch0: no interface named 'nmbnosuch0'")
+
+
+@pytest.mark.parametrize("ports", [("packet:nmbnosuch0", "tap:t0"),
+                                   ("tap:t0", "packet:nmbnosuch0")])
+def test_nonexistent_interface_of_a_packet_port(ports: tuple[str, str], tmp_path: Path) -> None:
+    assert error_line(nmbridge("-i", ports[0], "-i", ports[1]), NO_SUCH_PORT) == (
+        "packet:nmbnosuch0: no interface named 'nmbnosuch0'")
+    assert list((tmp_path / "run").iterdir()) == []  # no stats file was made
+
+
+def test_no_netmap_module() -> None:
+    # lo exists everywhere; the netmap device is made absent by the fixture
+    msg = error_line(nmbridge("lo"), NO_NETMAP)
+    assert msg.startswith("netmap is not available: /dev/netmap does not exist; load the module")
+    assert "nmbridge -i packet:IFACE -i tap:NAME" in msg
+
+
+@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "x" * 65, ""])
+def test_bad_instance_name(name: str) -> None:
+    msg = error_line(nmbridge("-i", "packet:nmbnosuch0", "-i", "tap:t0", "--name", name),
+                     USAGE)
+    assert msg.startswith(f"bad instance name '{name}': ")
+
+
+def test_stats_dir_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    msg = error_line(nmbridge("nmbnosuch0", "--stats-dir", str(blocker)), USAGE)
+    assert msg.startswith(f"cannot create the stats directory {blocker}: ")
+
+
+# ---------------------------------------------------------------- explain
+
+
+def test_explain_text() -> None:
+    res = nmbridge("explain", "netmap:eth0^1/x")
+    assert (res.exit_code, res.stderr) == (0, "")
+    fields = dict(line.split(": ", 1) for line in res.stdout.splitlines())
+    assert fields["name"] == "netmap:eth0^1/x"
+    assert fields["kind"] == "host-ring"
+    assert fields["interface"] == "eth0"
+    assert fields["nr_mode"] == "NR_REG_ONE_SW"
+    assert fields["nr_ringid"] == "1"
+    assert fields["nr_flags"] == "NR_EXCLUSIVE"
+    assert fields["emulated"] == "no"
+
+
+def test_explain_several_names_one_block_each() -> None:
+    res = nmbridge("explain", "packet:veth0", "tap:nmb0", "vale0:a")
+    assert (res.exit_code, res.stderr) == (0, "")
+    blocks = res.stdout.split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [
+        "name: packet:veth0", "name: tap:nmb0", "name: vale0:a"]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("vale0:a", {"kind": "vale", "interface": "a", "emulated": False, "nr_name": "vale0:a",
+                 "nr_mode": "NR_REG_ALL_NIC", "nr_ringid": 0, "nr_flags": []}),
+    ("eth0", {"name": "eth0", "kind": "nic", "nr_name": "eth0", "nr_mode": "NR_REG_ALL_NIC"}),
+    ("netmap:eth0*", {"kind": "nic+host", "nr_mode": "NR_REG_NIC_SW"}),
+    ("netmap:pipe{1", {"kind": "pipe-master", "nr_name": "pipe{1"}),
+    ("netmap:pipe}1", {"kind": "pipe-slave", "nr_name": "pipe}1"}),
+    ("packet:veth0", {"kind": "packet", "interface": "veth0", "emulated": True}),
+    ("tap:nmb0", {"kind": "tap", "interface": "nmb0", "emulated": True}),
+])
+def test_explain_json(name: str, expected: dict[str, Any]) -> None:
+    res = nmbridge("explain", "--json", name)
+    assert (res.exit_code, res.stderr) == (0, "")
+    (line,) = res.stdout.splitlines()
+    doc = json.loads(line)
+    assert doc["name"] == name
+    assert {k: doc[k] for k in expected} == expected
+
+
+def test_explain_json_one_object_per_name() -> None:
+    res = nmbridge("explain", "--json", "vale0:a", "packet:veth0")
+    assert res.exit_code == 0
+    assert [json.loads(line)["name"] for line in res.stdout.splitlines()] == [
+        "vale0:a", "packet:veth0"]
+
+
+def test_explain_a_bad_name_among_good_ones_prints_nothing_else() -> None:
+    msg = error_line(nmbridge("explain", "vale0:a", "netmap:eth0^^", "tap:t0"), USAGE)
+    assert msg == "bad port name 'netmap:eth0^^': unexpected '^' after the mode '^'"
+
+
+def test_explain_needs_a_name() -> None:
+    msg = error_line(nmbridge("explain"), USAGE)
+    assert msg == "Missing argument 'PORT...'. (see 'nmbridge explain --help')"
+
+
+# ---------------------------------------------------------------- stats
+
+
+def test_stats_nonexistent_dir(tmp_path: Path) -> None:
+    where = tmp_path / "none"
+    assert error_line(nmbridge("stats", "--stats-dir", str(where)), NOT_RUNNING) == (
+        f"no nmbridge instance is running (no stats files in {where}; --stats-dir or "
+        "NMBRIDGE_STATS_DIR names another directory)")
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"], ["--prometheus"]])
+def test_stats_empty_dir(tmp_path: Path, fmt: list[str]) -> None:
+    where = tmp_path / "empty"
+    where.mkdir()
+    msg = error_line(nmbridge("stats", *fmt, "--stats-dir", str(where)), NOT_RUNNING)
+    assert msg.startswith(f"no nmbridge instance is running (no stats files in {where}")
+
+
+def test_stats_dir_from_the_environment(tmp_path: Path) -> None:
+    msg = error_line(nmbridge("stats"), NOT_RUNNING)
+    assert f"no stats files in {tmp_path / 'run'};" in msg
+
+
+def test_stats_unknown_name(tmp_path: Path) -> None:
+    where = tmp_path / "empty"
+    where.mkdir()
+    assert error_line(nmbridge("stats", "--json", "nope", "--stats-dir", str(where)),
+                      NOT_RUNNING) == (
+        f"no instance named 'nope' is running: no stats file in {where}")
+
+
+def test_stats_in_a_dir_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert error_line(nmbridge("stats", "--stats-dir", str(blocker)), NOT_RUNNING) == (
+        f"cannot read {blocker}: Not a directory")
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--json", "--prometheus"], "give --json or --prometheus, not both"),
+    (["--watch", "--json"], "--watch shows the table; it does not combine with --json or "
+                            "--prometheus"),
+    (["--interval", "0"], "Invalid value for '--interval'"),
+])
+def test_stats_bad_combinations(args: list[str], text: str) -> None:
+    assert text in error_line(nmbridge("stats", *args), USAGE)
+
+
+def test_check_needs_an_interface() -> None:
+    assert error_line(nmbridge("check"), USAGE) == (
+        "Missing argument 'IFACE'. (see 'nmbridge check --help')")
+
+
+# ---------------------------------------------------------------- the installed command
+
+
+def installed(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NMBRIDGE, *args], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+
+
+def one_error_line(res: subprocess.CompletedProcess[str], status: int) -> str:
+    assert res.returncode == status, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("nmbridge: error: ")
+    return line
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    out = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    out[cli.STATS_DIR_ENV] = str(tmp_path / "run")
+    out["NMBRIDGE_NETMAP_DEVICE"] = str(tmp_path / "no-netmap")
+    return out
+
+
+def test_installed_version() -> None:
+    res = installed("--version")
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"nmbridge {__version__}\n", "")
+
+
+def test_installed_python_m() -> None:
+    res = subprocess.run([sys.executable, "-m", "nmbridge", "--version"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert (res.returncode, res.stdout) == (0, f"nmbridge {__version__}\n")
+
+
+@pytest.mark.parametrize(("args", "status", "text"), [
+    (["-i", "packet:", "-i", "tap:t0"], USAGE, "bad port name 'packet:'"),
+    (["--burst", "0", "eth0"], USAGE, "Invalid value for '--burst'"),
+    (["-i", "packet:v0"], USAGE, "got 1 port"),
+    (["eth0", "-i", "tap:t0"], USAGE, "not both"),
+    (["--bogus"], USAGE, "No such option '--bogus'"),
+    (["nmbnosuch0"], NO_SUCH_PORT, "no interface named 'nmbnosuch0'"),
+    (["lo"], NO_NETMAP, "netmap is not available"),
+    (["stats"], NOT_RUNNING, "no nmbridge instance is running"),
+    (["stats", "nope"], NOT_RUNNING, "no instance named 'nope' is running"),
+    (["explain", "bad:x"], USAGE, "unknown prefix 'bad:'"),
+])
+def test_installed_errors(env: dict[str, str], args: Sequence[str], status: int,
+                          text: str) -> None:
+    assert text in one_error_line(installed(*args, env=env), status)
+
+
+def test_installed_explain_json(env: dict[str, str]) -> None:
+    res = installed("explain", "--json", "vale0:a", "tap:nmb0", env=env)
+    assert (res.returncode, res.stderr) == (0, "")
+    assert [json.loads(line)["kind"] for line in res.stdout.splitlines()] == ["vale", "tap"]
+
+
+def test_installed_no_arguments(env: dict[str, str]) -> None:
+    res = installed(env=env)
+    assert (res.returncode, res.stdout) == (USAGE, "")
+    assert res.stderr.startswith("Usage: nmbridge ") and "Exit status:" in res.stderr
+
+
+def test_installed_output_into_a_closed_pipe(env: dict[str, str]) -> None:
+    """`nmbridge explain ... | head -0`: no traceback, no complaint, exit 0."""
+    proc = subprocess.Popen([NMBRIDGE, "explain", *(f"vale0:p{i}" for i in range(2000))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""
