@@ -658,10 +658,10 @@ class Bridge:
     def request_stop(self) -> None:
         lib.nmb_bridge_request_stop(self._c)
 
-    def flush(self, timeout_ms: int = 1000) -> None:
-        rc = lib.nmb_bridge_flush(self._c, timeout_ms)
-        if rc < 0:
-            raise _error_for(-rc, "flushing the TX rings")
+    def flush(self, timeout_ms: int = 1000) -> int:
+        """Forward what the RX rings hold and push the TX rings out (for at most
+        timeout_ms); what cannot go is counted as dropped. Returns that many frames."""
+        return max(0, int(lib.nmb_bridge_flush(self._c, timeout_ms)))
 
     def counters(self) -> list[dict[str, int]]:
         """The private counters (the loop's own view); call between runs."""

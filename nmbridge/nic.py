@@ -142,9 +142,12 @@ class LinkWatcher:
         ifname, on_link, kernel = self._tracked[index]
         before = self._state.get(index)
         self._state[index] = up
-        for port, is_kernel in on_link:
-            if is_kernel:
-                port.set_link_down(not up)
+        # emulated ports too: a packet socket retries a frame the link refuses, at
+        # full speed (a core busy, tx_dropped counting attempts, not frames), and a
+        # TAP that is down refuses writes: the frames wait on the ring instead, and
+        # what does not fit there is dropped and counted once, where it arrives
+        for port, _is_kernel in on_link:
+            port.set_link_down(not up)
         if before is None and up:
             return
         if before == up:

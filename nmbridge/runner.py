@@ -255,7 +255,10 @@ def _forward(
             if opts.on_stop:
                 opts.on_stop(reason if sys.exc_info()[0] is None else "error")
             view.stop()
-            bridge.flush(1000)
+            dropped = bridge.flush(1000)
+            if dropped and sys.exc_info()[0] is None:
+                terminal.warn(f"{dropped} frame{'s' if dropped > 1 else ''} could not be "
+                              "forwarded before the stop (a link down?): counted as dropped")
     final = read_snapshot(writer.path)
     view.final(final)
     seconds = time.monotonic() - started

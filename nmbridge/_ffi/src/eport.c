@@ -18,6 +18,11 @@ int nmb_ifindex_exists(int ifindex)
 	return if_indextoname((unsigned)ifindex, name) != NULL;
 }
 
+int nmb_ifname_index(const char *name)
+{
+	return (int)if_nametoindex(name);
+}
+
 int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
 {
 	uint32_t buf_size = p->region->buf_size;
@@ -223,6 +228,31 @@ int nmb_eport_tx_pending(const struct nmb_port *p)
 	if (p->ktx[0].hwcur != p->tx[0]->head)
 		return 1;
 	return p->kind == NMB_PORT_PACKET && p->pk != NULL && nmb_packet_tx_busy(p);
+}
+
+/*
+ * At the stop: the frames on the TX ring the port did not transmit go with
+ * it, counted as drop_tx (and those still in a packet socket's TX ring).
+ */
+uint32_t nmb_eport_tx_discard(struct nmb_port *p, struct nmb_ring_stats *txs)
+{
+	struct netmap_ring *ring = p->tx[0];
+	struct nmb_kring *kr = &p->ktx[0];
+	uint32_t n = 0, open = 0;
+
+	if (ring->head >= ring->num_slots || kr->hwcur >= ring->num_slots)
+		return 0;
+	for (uint32_t i = kr->hwcur; i != ring->head; i = nmb_ring_next(ring, i)) {
+		open = (ring->slot[i].flags & NS_MOREFRAG) != 0;
+		if (!open)
+			n++;
+	}
+	n += open;
+	kr->hwcur = ring->head;
+	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
+		n += nmb_packet_tx_discard(p);
+	txs->drop_tx += n;
+	return n;
 }
 
 int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)

@@ -389,6 +389,23 @@ int nmb_packet_tx_busy(const struct nmb_port *p)
 	return p->pk->tx_requested != 0;
 }
 
+/* At the stop: the frames handed to the socket's TX ring that the kernel has not
+ * sent (the link went down first) go with the socket; returns how many. */
+uint32_t nmb_packet_tx_discard(struct nmb_port *p)
+{
+	struct nmb_packet_rings *pk = p->pk;
+	uint32_t nframes = tx_frames(pk), n = 0;
+
+	for (uint32_t k = 0; k < pk->tx_requested; k++) {
+		uint32_t i = (pk->tx_next + nframes - pk->tx_requested + k) % nframes;
+		if (__atomic_load_n(&tx_frame(pk, i)->tp_status, __ATOMIC_ACQUIRE) !=
+		    TP_STATUS_AVAILABLE)
+			n++;
+	}
+	pk->tx_requested = 0;
+	return n;
+}
+
 /* Hand the requested frames to the kernel; returns 0 or a fatal -errno. */
 static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 {

@@ -46,6 +46,7 @@ int nmb_tap_open(struct nmb_port *p, const char *name, uint32_t max_frame, int b
 	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
 		return -errno;
+	p->ifindex = nmb_ifname_index(ifr.ifr_name); /* to tell "gone" from "down" */
 	if (bring_up) {
 		rc = set_up(ifr.ifr_name);
 		if (rc < 0)

@@ -301,46 +301,103 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 			}
 		}
 	}
-	for (int i = 0; i < 2; i++)
-		nmb_eport_collect_drops(b->port[i], &b->stats[b->port[i]->stats_rx]);
+	for (int i = 0; i < 2; i++) {
+		struct nmb_port *p = b->port[i];
+		/* a port whose link is down is not entered, so it cannot fail by itself:
+		 * its interface deleted (the link went down with it) must end the bridge */
+		if (is_emulated(p) && link_down(p) && p->ifindex > 0 &&
+		    !nmb_ifindex_exists(p->ifindex))
+			rc = fail(b, i, ENODEV);
+		nmb_eport_collect_drops(p, &b->stats[p->stats_rx]);
+	}
 	nmb_bridge_publish(b);
 	return rc;
 }
 
-/* Push out what the engine put on TX rings before the ports close. */
+/*
+ * Frames on an RX ring the bridge stops with: counted as dropped and released.
+ * Slots that finish a chain the engine already dropped (st->discard) were
+ * counted with it; a chain without its last slot counts as one frame.
+ */
+static uint32_t drop_rx_leftovers(struct netmap_ring *rx, struct nmb_rx_state *st)
+{
+	uint32_t n = 0, open = 0;
+
+	if (rx->head >= rx->num_slots || rx->tail >= rx->num_slots)
+		return 0; /* a ring we cannot trust is left alone */
+	for (uint32_t i = rx->head; i != rx->tail; i = nmb_ring_next(rx, i)) {
+		int more = rx->slot[i].flags & NS_MOREFRAG;
+
+		if (st->discard) {
+			st->discard = more != 0;
+			continue;
+		}
+		open = more != 0;
+		if (!more)
+			n++;
+	}
+	rx->head = rx->cur = rx->tail;
+	return n + open;
+}
+
+/*
+ * Stop: move what the RX rings still hold (to ports that can take it, the
+ * count limit still applying), push the TX rings out until they are empty or
+ * timeout_ms passes, then count what is left as dropped: frames on RX rings
+ * as drop_rx, frames an emulated port did not transmit (its link down, its
+ * interface gone, the time up) as drop_tx. Nothing the bridge accepted is
+ * lost uncounted. Never fails: a port that fails here keeps its frames
+ * counted and is reported in failed_port/failed_err if nothing failed before.
+ * Returns the frames dropped at the stop.
+ */
 int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
+	int blocked[2] = {0, 0};
+	uint32_t dropped = 0;
 
 	for (;;) {
 		int pending = 0;
+		uint32_t moved = 0;
+
+		for (int i = 0; i < 2; i++)
+			blocked[i] = blocked[i] || link_down(b->port[i]);
+		for (int i = 0; i < 2; i++)
+			if (!blocked[1 - i])
+				moved += forward_dir(b, i);
+		b->forwarded += moved;
 		for (int i = 0; i < 2; i++) {
 			struct nmb_port *p = b->port[i];
-			if (link_down(p))
+			int rc = 0;
+
+			if (blocked[i])
 				continue;
 			if (p->kind == NMB_PORT_KERNEL) {
-				int rc = nmb_kport_txsync(p);
-				if (rc < 0)
-					return rc;
-				for (uint32_t r = 0; r < p->ntx; r++) {
+				rc = nmb_kport_txsync(p);
+				for (uint32_t r = 0; rc == 0 && r < p->ntx; r++) {
 					struct netmap_ring *ring = p->tx[r];
 					if (nmb_ring_next(ring, ring->tail) != ring->head)
 						pending = 1;
 				}
 			} else if (nmb_eport_tx_pending(p)) {
-				int rc = nmb_eport_txsync(p, &b->stats[p->stats_tx]);
-				if (rc < 0)
-					return rc;
-				if (nmb_eport_tx_pending(p))
+				rc = nmb_eport_txsync(p, &b->stats[p->stats_tx]);
+				if (rc == 0 && nmb_eport_tx_pending(p))
 					pending = 1;
 			}
+			if (rc < 0) {
+				blocked[i] = 1;
+				if (b->failed_port < 0)
+					fail(b, i, -rc);
+			}
 		}
-		if (!pending || now_ms() >= deadline)
+		if ((!pending && !moved) || now_ms() >= deadline)
 			break;
+		if (!pending)
+			continue; /* moved frames: push them */
 		struct pollfd pfd[2];
 		int nfds = 0;
 		for (int i = 0; i < 2; i++)
-			if (!link_down(b->port[i])) {
+			if (!blocked[i]) {
 				struct nmb_port *p = b->port[i];
 				pfd[nfds].fd = p->txfd >= 0 ? p->txfd : p->fd;
 				pfd[nfds].events = POLLOUT;
@@ -348,7 +405,18 @@ int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 			}
 		poll(pfd, (nfds_t)nfds, 10);
 	}
+	for (int i = 0; i < 2; i++) {
+		struct nmb_port *p = b->port[i];
+
+		for (uint32_t r = 0; r < p->nrx; r++) {
+			uint32_t n = drop_rx_leftovers(p->rx[r], &b->rxstate[p->stats_rx + r]);
+			b->stats[p->stats_rx + r].drop_rx += n;
+			dropped += n;
+		}
+		if (is_emulated(p))
+			dropped += nmb_eport_tx_discard(p, &b->stats[p->stats_tx]);
+	}
 	b->state = NMB_STATE_STOPPED;
 	nmb_bridge_publish(b);
-	return 0;
+	return (int)(dropped > INT32_MAX ? INT32_MAX : dropped);
 }

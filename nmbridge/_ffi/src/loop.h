@@ -38,7 +38,7 @@ struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32
 void nmb_bridge_free(struct nmb_bridge *b);
 int nmb_bridge_can_zerocopy(const struct nmb_bridge *b);
 int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms);
-int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms);
+int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms); /* frames dropped at the stop */
 void nmb_bridge_publish(struct nmb_bridge *b);
 void nmb_bridge_request_stop(struct nmb_bridge *b);
 
