@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: ip (iproute2) for namespaces, ping for the traffic tests,
-# mandoc to lint the man page, systemd-analyze to verify the unit.
+# mandoc and groff to lint the man page, man to find the installed page,
+# systemd-analyze to verify the unit.
 need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v mandoc >/dev/null || need_pkgs+=(mandoc)
+command -v man >/dev/null || need_pkgs+=(man-db)
+command -v groff >/dev/null || need_pkgs+=(groff-base)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if ((${#need_pkgs[@]})); then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
