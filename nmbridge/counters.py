@@ -29,6 +29,7 @@ import fcntl
 import json
 import mmap
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator, Sequence
@@ -141,7 +142,7 @@ class StatsWriter:
     ) -> None:
         self.path = stats_path(stats_dir, instance)
         try:
-            os.makedirs(stats_dir, mode=0o755, exist_ok=True)
+            make_stats_dir(stats_dir)
         except OSError as exc:
             raise _dir_error(stats_dir, exc) from None
         meta = json.dumps(
@@ -192,7 +193,8 @@ class StatsWriter:
 
     def _check_not_running(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO in its place must not hang the bridge (rename replaces it)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         except OSError:
@@ -220,6 +222,15 @@ class StatsWriter:
             self.map.close()
         os.close(self._fd)
         self._fd = -1
+
+
+def make_stats_dir(stats_dir: str) -> None:
+    """Create the stats directory if it is missing, 0755 whatever the umask: other
+    users read the counters, only the bridges' owner writes there."""
+    if os.path.isdir(stats_dir):
+        return
+    os.makedirs(stats_dir, mode=0o755, exist_ok=True)
+    os.chmod(stats_dir, 0o755)
 
 
 @contextlib.contextmanager
@@ -253,12 +264,15 @@ def read_snapshot(path: str | Path) -> Snapshot:
     """Read one consistent snapshot of a stats file; liveness from its lock."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO (or device) in the stats directory must not hang the reader
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotRunning(f"no stats file {path}: is the instance running?") from None
     except OSError as exc:
         raise NotRunning(f"cannot read {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _corrupt(str(path), "not a regular file")
         return _read_fd(fd, str(path))
     except OSError as exc:
         raise _corrupt(str(path), f"cannot read: {exc.strerror or exc}") from None

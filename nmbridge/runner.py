@@ -5,6 +5,7 @@ told to stop, flush, close, report. The CLI calls run_bridge(); the demo too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -16,7 +17,14 @@ from types import FrameType
 from typing import Any
 
 from nmbridge import terminal
-from nmbridge.counters import DEFAULT_DIR, Snapshot, StatsWriter, read_snapshot, stats_path
+from nmbridge.counters import (
+    DEFAULT_DIR,
+    Snapshot,
+    StatsWriter,
+    make_stats_dir,
+    read_snapshot,
+    stats_path,
+)
 from nmbridge.errors import NoSuchPort, PermissionDenied, UsageError
 from nmbridge.portspec import PortSpec, parse_port
 
@@ -63,9 +71,11 @@ def instance_name(ports: tuple[str, str], roles: tuple[str, str] | None) -> str:
 
 
 def check_stats_dir(stats_dir: str) -> None:
-    """Fail before any port is opened if the stats file cannot be written."""
+    """Fail before any port is opened if the stats file cannot be written there: make
+    the directory if missing, then create and remove a file in it (root passes the
+    os.access() test on a read-only file system, and a full disk passes it too)."""
     try:
-        os.makedirs(stats_dir, mode=0o755, exist_ok=True)
+        make_stats_dir(stats_dir)
     except PermissionError:
         raise PermissionDenied(
             f"cannot create the stats directory {stats_dir} (run as root, or choose "
@@ -73,11 +83,25 @@ def check_stats_dir(stats_dir: str) -> None:
         ) from None
     except OSError as exc:
         raise UsageError(f"cannot create the stats directory {stats_dir}: {exc.strerror}") from None
-    if not os.access(stats_dir, os.W_OK | os.X_OK):
-        raise PermissionDenied(
-            f"the stats directory {stats_dir} is not writable (run as root, or choose a "
-            "writable --stats-dir)"
-        )
+    probe = os.path.join(stats_dir, f".probe.{os.getpid()}.tmp")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(
+                f"the stats directory {stats_dir} is not writable (run as root, or choose a "
+                "writable --stats-dir)"
+            ) from None
+        if exc.errno == errno.EROFS:
+            raise PermissionDenied(
+                f"the stats directory {stats_dir} is not writable: it is on a read-only file "
+                "system (choose a writable --stats-dir)"
+            ) from None
+        raise UsageError(f"cannot write in the stats directory {stats_dir}: {exc.strerror}") \
+            from None
 
 
 def check_not_running(stats_dir: str, name: str) -> None:

@@ -464,3 +464,42 @@ def test_stats_name_cannot_leave_the_directory(name: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     status, _out, err = run_cli(["stats", "--stats-dir", str(tmp_path), "--", name], capsys)
     assert status == 2, err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "socket", "symlink-to-fifo",
+                                  "dangling-symlink"])
+def test_special_files_in_the_stats_directory(kind: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Anything named *.stats that is not a regular file: a clean error, never a hang
+    (a FIFO used to block `nmbridge stats` for ever, and a bridge of that name at start)."""
+    import socket
+
+    path = tmp_path / "odd.stats"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.close()
+    elif kind == "symlink-to-fifo":
+        os.mkfifo(tmp_path / "fifo")
+        path.symlink_to(tmp_path / "fifo")
+    else:
+        path.symlink_to(tmp_path / "nothing")
+    (tmp_path / "good.stats").write_bytes(file_bytes(good_meta()))
+    started = time.monotonic()
+    with pytest.raises((StatsCorrupt, NotRunning)) as info:
+        read_snapshot(path)
+    assert "\n" not in info.value.message
+    status, out, err = run_cli(["stats", "--json", "--stats-dir", str(tmp_path)], capsys)
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in err
+    if kind in ("dangling-symlink", "socket"):  # cannot be opened: as if it had vanished
+        assert status == 0, err
+    else:
+        assert status == 9, err
+        assert err.splitlines()[-1] == f"nmbridge: error: {path}: not a regular file"
+    # the readable instance is still shown
+    assert [i["name"] for i in json.loads(out)["instances"]] == ["fz"]
