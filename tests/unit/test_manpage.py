@@ -48,30 +48,41 @@ def unescape(text: str) -> str:
 
 
 def roff_args(text: str) -> list[str]:
-    """A request's arguments: blank-separated, "double quoted" when they hold blanks."""
-    args, cur, quoted, i = [], "", False, 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            cur += text[i:i + 2]
-            i += 2
+    """A request's arguments as groff reads them: blank-separated; an argument that begins
+    with a double quote runs to the next lone one ("" inside is a quote); a quote inside
+    an unquoted argument is an ordinary character."""
+    args: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == " ":
+            i += 1
             continue
-        if c == '"':
-            if quoted and text[i + 1:i + 2] == '"':
-                cur += '"'
-                i += 1
-            else:
-                quoted = not quoted
-        elif c == " " and not quoted:
-            if cur:
-                args.append(cur)
-            cur = ""
+        cur = ""
+        if text[i] == '"':
+            i += 1
+            while i < n:
+                if text[i] == '"' and text[i + 1:i + 2] == '"':
+                    cur, i = cur + '"', i + 2
+                elif text[i] == '"':
+                    i += 1
+                    break
+                elif text[i] == "\\":
+                    cur, i = cur + text[i:i + 2], i + 2
+                else:
+                    cur, i = cur + text[i], i + 1
         else:
-            cur += c
-        i += 1
-    if cur:
+            while i < n and text[i] != " ":
+                step = 2 if text[i] == "\\" else 1
+                cur, i = cur + text[i:i + step], i + step
         args.append(cur)
     return args
+
+
+def test_the_reader_splits_arguments_as_groff_does() -> None:
+    assert roff_args(r'\-\-burst " N"') == [r"\-\-burst", " N"]
+    assert roff_args('A="b c" .') == ['A="b', 'c"', "."]  # mid-word quotes do not group
+    assert roff_args('"say ""hi""" x') == ['say "hi"', "x"]
+    assert roff_args(r'"a\ b"  c') == [r"a\ b", "c"]
 
 
 @dataclass
@@ -531,3 +542,13 @@ def test_notes_give_the_offload_advice_that_check_applies() -> None:
     words = m.group(1).split()
     assert words[1::2] == ["off"] * (len(words) // 2)
     assert set(words[::2]) == {ETHTOOL_SHORT[name] for name in nic.NETMAP_OFFLOADS}
+
+
+def test_nmbridge_opts_examples_read_as_options_once_rendered() -> None:
+    """NMBRIDGE_OPTS="..." as the reader sees it (a quote inside a macro's argument
+    does not group words): each one is a valid list of bridge options."""
+    rendered = " ".join(s.text + " " + " ".join(s.verbatim) for s in page().sections)
+    examples = re.findall(r'NMBRIDGE_OPTS="([^"]*)"', rendered)
+    assert len(examples) >= 2
+    for opts in examples:
+        cli.commands["bridge"].make_context("bridge", [*opts.split(), "eth0"])
