@@ -152,3 +152,9 @@ def test_zsh_and_fish_classes_are_clicks() -> None:
 
     assert {"bash": BashComplete, "zsh": ZshComplete, "fish": FishComplete}.items() <= (
         _available_shells.items())
+
+
+def test_the_readme_gives_each_shells_line() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for shell in ("bash", "zsh", "fish"):
+        assert f"_NMBRIDGE_COMPLETE={shell}_source nmbridge" in readme

@@ -182,3 +182,14 @@ def test_man_finds_the_installed_page(
 def test_the_installed_unit_is_where_systemd_looks_under_the_prefix(installed: Path) -> None:
     unit = installed / "lib" / "systemd" / "system" / "nmbridge@.service"
     assert unit.read_bytes() == (ROOT / "systemd" / "nmbridge@.service").read_bytes()
+
+
+def test_the_readme_says_where_pip_puts_the_files(dists: Dists) -> None:
+    readme = (ROOT / "README.md").read_text()
+    data = f"{NAME}.data/data/"
+    installed = [n[len(data):] for n in dists.wheel_names if n.startswith(data)]
+    assert sorted(installed) == ["lib/systemd/system/nmbridge@.service",
+                                 "share/man/man8/nmbridge.8"]
+    for path in ["bin/nmbridge", *installed]:
+        assert f"`PREFIX/{path}`" in readme, path
+    assert "pip install .  " in readme and "man nmbridge  " in readme
