@@ -551,3 +551,22 @@ def test_a_ring_reinit_is_recovered_from_and_counted(fake: FakeKernel) -> None:
     assert r["first"] is True and r["then"] is True and r["forwarded"] == 7
     assert r["reinits"] >= 1  # the kernel put the ring back as it last knew it
     assert r["errors"] >= 1  # the loop saw POLLERR, resynced, counted it, went on
+
+
+SHARE = r'''
+wire, pipe = open_ports("netmap:fk0", "netmap:pb{1@share=netmap:fk0")
+bridge = engine.Bridge(wire, pipe)
+result(mem=[p.reply.nr_mem_id for p in (wire, pipe)], zero_copy=bridge.zero_copy_possible,
+       mmaps=stat("mmaps"), walks=[walk(wire), walk(pipe)])
+engine.close_ports([wire, pipe])
+'''
+
+
+def test_share_opens_a_pipe_in_the_nics_region(fake: FakeKernel) -> None:
+    """@share=PORT asks netmap for PORT's region (PORT_INFO_GET) and opens the port
+    in it: one mapping, and zero-copy between the two."""
+    r = fake.run_py(SHARE).result
+    assert r["mem"] == [1, 1]
+    assert r["mmaps"] == 1 and r["zero_copy"] is True
+    for w in r["walks"]:
+        check_walk(w)
