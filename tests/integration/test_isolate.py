@@ -88,7 +88,7 @@ def test_isolate_takes_the_interface_from_the_stack_until_exit(sb: Sandbox) -> N
         assert wire_to_host(sb, stats_dir)["frames"] >= 3  # ...the bridge got them
     finally:
         status = sb.stop(proc)
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
     assert status == 0, err
     assert "taken from the host stack" in err
     assert replies(sb) == 3  # given back
