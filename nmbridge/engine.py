@@ -323,6 +323,9 @@ def _open_packet(spec: PortSpec, region: _EmulatedRegion, index: int) -> Port:
         port = Port(spec, cport, region)
         _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
         rc = lib.nmb_packet_open(cport, ifindex, max_frame_for(spec.ifname), SOCKET_BUFFER)
+        if rc in (-errno.EPERM, -errno.EACCES):
+            raise PermissionDenied(f"{spec.text}: cannot open an AF_PACKET socket: "
+                                   "permission denied (needs root or CAP_NET_RAW)")
         if rc < 0:
             raise _error_for(-rc, f"{spec.text}: cannot open an AF_PACKET socket")
     except BaseException:
