@@ -259,7 +259,8 @@ class Lab:
                   rate: float = 0.0, sizes: str = PAYLOAD_RANGE, idle: float = 3.0,
                   during: Callable[[], None] | None = None) -> None:
         """Every stream at once for up to `seconds` (or `count` datagrams each, at `rate`
-        per second, 0: as fast as it goes); `during` runs meanwhile. Reports are kept."""
+        per second, 0: as fast as it goes); `during` runs meanwhile. Reports are kept.
+        sizes: UDP payload sizes, "LOW:HIGH" swept or "A,B,..." cycled."""
         procs = []
         for s in streams:
             run_id = traffic.new_run_id()
@@ -274,8 +275,8 @@ class Lab:
             send = self.sb.popen(s.src_ns, traffic.command(
                 "udp-send", s.dst_addr, "--count", str(count), "--run-id", _run_id(recv),
                 "--port", str(s.port),
-                "--rate", f"{rate:g}", "--size-range", sizes, "--timeout", f"{seconds:g}"),
-                stdout=subprocess.PIPE, text=True)
+                "--rate", f"{rate:g}", "--sizes" if "," in sizes else "--size-range", sizes,
+                "--timeout", f"{seconds:g}"), stdout=subprocess.PIPE, text=True)
             sends.append((s, send, recv))
         if during is not None:
             during()

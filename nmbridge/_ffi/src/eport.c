@@ -27,6 +27,7 @@ int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
 {
 	uint32_t buf_size = p->region->buf_size;
 
+	p->max_frame = max_frame;
 	p->frags = (max_frame + buf_size - 1) / buf_size;
 	if (p->frags == 0)
 		p->frags = 1;
@@ -277,33 +278,44 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 			uint32_t skip = p->vnet ? 1 : 0;
 			struct iovec *iov = &p->iovs[iovi];
 
-			while (i != head && cnt < p->frags) {
+			while (i != head) {
 				struct netmap_slot *s = &ring->slot[i];
-				if (s->buf_idx >= p->region->num_bufs || s->len > ring->nr_buf_size)
+				/* longer than the port sends, or a slot we cannot trust */
+				if (cnt >= p->frags || s->buf_idx >= p->region->num_bufs ||
+				    s->len > ring->nr_buf_size)
 					bad = 1;
 				else {
 					iov[skip + cnt].iov_base = nmb_slot_buf(ring, s->buf_idx);
 					iov[skip + cnt].iov_len = s->len;
-					total += s->len;
 				}
+				total += s->len;
 				cnt++;
 				i = nmb_ring_next(ring, i);
 				if (!(s->flags & NS_MOREFRAG)) {
 					complete = 1;
 					break;
 				}
-			}
-			if (!complete && cnt < p->frags)
-				break; /* the rest of the chain is not there yet */
-			if (!complete || bad) {
-				/* longer than the port can send, or a slot we cannot trust */
-				txs->drop_tx++;
-				if (nmsg == 0) {
-					kr->hwcur = i;
-					cur = i;
-					continue;
+				if (cnt > NETMAP_MAX_FRAGS) {
+					/* a chain that never ends: what there is goes, as the engine does */
+					bad = complete = 1;
+					break;
 				}
-				break;
+			}
+			if (!complete)
+				break; /* the rest of the chain is not there yet */
+			if (bad || total > p->max_frame) {
+				/*
+				 * Dropped whole, every slot of it, and counted once: a frame
+				 * over the interface's MTU (a TAP would take it), or one it
+				 * cannot send. Gathered frames go first; it is counted when
+				 * it comes first.
+				 */
+				if (nmsg > 0)
+					break;
+				txs->drop_tx++;
+				kr->hwcur = i;
+				cur = i;
+				continue;
 			}
 			if (skip) {
 				/* no offload asked; hdr_len = the whole frame: the kernel copies it once */
