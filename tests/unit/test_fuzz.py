@@ -42,7 +42,7 @@ from nmbridge.errors import EXIT_STATUSES, NotRunning, StatsCorrupt
 from nmbridge.portspec import parse_port
 
 #: the fuzz tests together stay within a few seconds
-FAST = settings(max_examples=300, deadline=2000, derandomize=True,
+FAST = settings(max_examples=300, deadline=2000,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
 
