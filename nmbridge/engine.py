@@ -485,15 +485,26 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     return port
 
 
+def _legacy_api() -> int:
+    """The API version the module names through the legacy NIOCGINFO (0 if it names none):
+    modules before NIOCCTRL answer a version they do not speak with their own."""
+    api = ffi.new("uint32_t *")
+    lib.nmb_kport_legacy_api(NETMAP_DEVICE.encode(), api)
+    return int(api[0])
+
+
+def _api_mismatch(spec: PortSpec, api: int) -> KernelRefused:
+    fix = "update nmbridge" if api > lib.NETMAP_MAX_API else "update the netmap module"
+    return KernelRefused(
+        f"{spec.text}: the netmap module speaks API {api}, nmbridge speaks "
+        f"{lib.NETMAP_API}..{lib.NETMAP_MAX_API}: {fix}"
+    )
+
+
 def _register_error(spec: PortSpec, err: int, extmem: _ExtMem | None) -> NmbridgeError:
     assert spec.request is not None
-    if err == errno.ENOTTY:
-        api = ffi.new("uint32_t *")
-        lib.nmb_kport_legacy_api(NETMAP_DEVICE.encode(), api)
-        return KernelRefused(
-            f"{spec.text}: the netmap module speaks API {api[0]}, nmbridge speaks "
-            f"{lib.NETMAP_API}..{lib.NETMAP_MAX_API}: update the netmap module"
-        )
+    if err == errno.ENOTTY:  # no NIOCCTRL: a module older than API 14
+        return _api_mismatch(spec, _legacy_api())
     if err == errno.ENXIO:
         return NoSuchPort(f"{spec.text}: no interface or port '{spec.request.nr_name}'")
     if err == errno.EBUSY:
@@ -501,10 +512,12 @@ def _register_error(spec: PortSpec, err: int, extmem: _ExtMem | None) -> Nmbridg
     if err == errno.EOPNOTSUPP and extmem is not None:
         return KernelRefused(f"{spec.text}: the kernel refused @extmem (built without it?)")
     if err == errno.EINVAL:
+        api = _legacy_api()  # a version out of the module's range is EINVAL too
+        if api and not lib.NETMAP_API <= api <= lib.NETMAP_MAX_API:
+            return _api_mismatch(spec, api)
         return KernelRefused(
             f"{spec.text}: the kernel refused the register (EINVAL): a ring that does not "
-            "exist, a mode the port does not support, or a netmap API other than "
-            f"{lib.NETMAP_API}"
+            "exist, or a mode the port does not support"
         )
     return _error_for(err, spec.text)
 
