@@ -301,6 +301,22 @@ def test_incomplete_chain_of_max_frags_is_dropped(long_rings) -> None:
     assert (n, rxs.drop_chain, rx.head) == (0, 1, MAX_FRAGS)
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut"])
+def test_too_long_chain_with_an_oversize_slot_is_a_chain_drop(long_rings, cut) -> None:
+    """Whole or cut, a chain over NETMAP_MAX_FRAGS is counted the same way."""
+    rx, tx = long_rings
+    slots = [(b"x", 65, True)] + [(b"a", 1, True)] * MAX_FRAGS + [(b"z", 1, False)]
+    counted = []
+    for part in (slots[:MAX_FRAGS], slots[MAX_FRAGS:]) if cut else (slots,):
+        rx.deliver_slots(part)
+        _, rxs, _ = move(rx, tx)
+        counted.append((rxs.drop_chain, rxs.drop_oversize))
+    rx.deliver(payload(7))
+    move(rx, tx)
+    assert seqs(tx.transmit()) == [7]
+    assert [sum(c) for c in zip(*counted)] == [1, 0]
+
+
 def test_incomplete_chain_below_max_frags_waits(long_rings) -> None:
     rx, tx = long_rings
     rx.deliver_slots([(b"a", 1, True)] * (MAX_FRAGS - 1))

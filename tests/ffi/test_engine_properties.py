@@ -90,9 +90,11 @@ class Rig:
     def fate(self, f: int) -> str:
         """What the engine must do with frame f."""
         lens = self.frames[f].lens
+        if len(lens) > MAX_FRAGS:  # may be dropped before its oversize slot is seen
+            return "drop_chain"
         if any(n > self.limit for n in lens):
             return "drop_oversize"
-        if len(lens) > MAX_FRAGS or len(lens) > self.tx[0].num_slots - 1:
+        if len(lens) > self.tx[0].num_slots - 1:
             return "drop_chain"
         return "forward"
 

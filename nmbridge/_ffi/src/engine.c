@@ -162,7 +162,8 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 			}
 			break;
 		}
-		if (oversize) {
+		/* longer than netmap allows is a chain drop whatever it holds, as when it arrives cut */
+		if (n <= NETMAP_MAX_FRAGS && oversize) {
 			rxs->drop_oversize++;
 			rxh = advance(rx, rxh, n);
 			continue;
