@@ -17,7 +17,8 @@ EXIT_STATUSES: dict[int, str] = {
     3: "netmap is not available (no /dev/netmap)",
     4: "permission denied (needs root or CAP_NET_ADMIN)",
     5: "no such interface or port",
-    6: "the interface or port is busy (opened by another program)",
+    6: "the interface or port is busy (opened by another program, or a packet: interface "
+       "another nmbridge bridges)",
     7: "the kernel refused the request (netmap API mismatch, option refused)",
     8: "no running instance, or its stats file is missing",
     9: "a stats file is corrupt, truncated, or of a newer format",
