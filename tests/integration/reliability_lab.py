@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for
 
 from nmbridge import traffic
 from nmbridge.counters import read_snapshot
-from nmbridge.errors import NmbridgeError
 from nmbridge.sandbox import Sandbox
 
 NMBRIDGE = str(Path(sys.executable).with_name("nmbridge"))
@@ -48,28 +48,6 @@ DIRECTION_RE = re.compile(r"(\S+) (\d+) frames (\d+) bytes (\d+) dropped")
 PAYLOAD_RANGE = "18:1472"
 #: the most datagrams one traffic process sends (nmbridge.traffic's bound)
 MAX_ROUND_COUNT = traffic.MAX_COUNT
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float,
-             proc: subprocess.Popen[Any] | None = None, log: Callable[[], str] | None = None,
-             step: float = 0.02) -> Any:
-    """Poll cond() until it returns something true; fail the test on timeout or if
-    proc exits meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = cond()
-        except NmbridgeError:
-            got = None
-        if got:
-            return got
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the bridge exited ({proc.returncode}) while waiting for {what}: "
-                        f"{log() if log else ''}", pytrace=False)
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}"
-                        + (f": {log()}" if log else ""), pytrace=False)
-        time.sleep(step)
 
 
 class _Lines(threading.Thread):

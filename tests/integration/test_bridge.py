@@ -19,18 +19,18 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from polling import wait_for
 
 from nmbridge import traffic
 from nmbridge.counters import read_snapshot
 from nmbridge.demo import BridgeTotals, parse_totals
 from nmbridge.engine import DEFAULT_BUF_SIZE
-from nmbridge.errors import NmbridgeError
 from nmbridge.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
@@ -72,26 +72,6 @@ def ways(sb: Sandbox) -> list[Way]:
         Way("host->wire", f"{sb.host_port}->{sb.wire_port}", sb.bridge_ns, sb.wire_ns,
             sb.wire_addr),
     ]
-
-
-def wait_for(what: str, cond: Callable[[], T | None], timeout: float,
-             alive: subprocess.Popen[Any] | None = None, log: Path | None = None) -> T:
-    """Poll cond() until it returns something true; fail after timeout (or if alive dies)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = cond()
-        except NmbridgeError:
-            got = None
-        if got:
-            return got
-        if alive is not None and alive.poll() is not None:
-            text = log.read_text(errors="replace") if log else ""
-            pytest.fail(f"the bridge exited ({alive.returncode}) while waiting for {what}:\n"
-                        f"{text}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Bridge:

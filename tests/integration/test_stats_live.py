@@ -16,16 +16,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from nmbridge.counters import read_snapshot
-from nmbridge.errors import NmbridgeError
 
 pytestmark = pytest.mark.root
 
@@ -99,24 +99,6 @@ class Lab:
         return _run(NMBRIDGE, "stats", "--stats-dir", str(self.stats_dir), *args, check=False)
 
 
-def _wait(what: str, cond: Callable[[], Any], timeout: float = 15,
-          proc: subprocess.Popen[bytes] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = cond()
-        except NmbridgeError:
-            got = None
-        if got:
-            return got
-        if proc is not None and proc.poll() is not None:
-            log = Path(proc.log).read_text(errors="replace")  # type: ignore[attr-defined]
-            pytest.fail(f"the bridge exited ({proc.returncode}) while waiting for {what}: {log}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     if os.geteuid() != 0:
@@ -157,8 +139,8 @@ def test_counters_match_traffic_then_stale_after_sigkill(lab: Lab) -> None:
     n_out, n_back = 500, 300
     proc = lab.bridge("live", "tpl", "--metrics-listen", f"127.0.0.1:{METRICS_PORT}")
     path = lab.stats_dir / "live.stats"
-    snap = _wait("the bridge's stats file", lambda: (s := read_snapshot(path)).live and
-                 s.state == "running" and s, proc=proc)
+    snap = wait_for("the bridge's stats file", lambda: (s := read_snapshot(path)).live and
+                    s.state == "running" and s, 15, proc, Path(proc.log))
     assert snap.pid == proc.pid
     idle = json.loads(lab.stats("live", "--json").stdout)
     assert [d["frames"] for d in _directions(idle, "live")] == [0, 0], "a quiet namespace"
@@ -173,7 +155,7 @@ def test_counters_match_traffic_then_stale_after_sigkill(lab: Lab) -> None:
         frames = [d["frames"] for d in _directions(doc, "live")]
         return doc if frames == [n_out, n_back] else None
 
-    doc = _wait("the counters to reach what was sent", settled, proc=proc)
+    doc = wait_for("the counters to reach what was sent", settled, 15, proc, Path(proc.log))
     time.sleep(0.5)
     doc = json.loads(lab.stats("--json").stdout)  # nothing more arrives afterwards
     assert doc["schema_version"] == 1
@@ -229,8 +211,8 @@ def test_counters_match_traffic_then_stale_after_sigkill(lab: Lab) -> None:
 
     # a new bridge of the same name takes the stale file's place
     again = lab.bridge("live", "tpl2", "--duration", "3")
-    _wait("the new instance", lambda: (s := read_snapshot(path)).live and s.pid == again.pid,
-          proc=again)
+    wait_for("the new instance", lambda: (s := read_snapshot(path)).live and s.pid == again.pid,
+             15, again, Path(again.log))
     assert again.wait(timeout=30) == 0
     assert not path.exists()
     res = lab.stats()
@@ -240,8 +222,8 @@ def test_counters_match_traffic_then_stale_after_sigkill(lab: Lab) -> None:
 
 def test_metrics_listen_port_in_use(lab: Lab) -> None:
     first = lab.bridge("one", "tpa", "--metrics-listen", str(METRICS_PORT))
-    _wait("the first bridge", lambda: read_snapshot(lab.stats_dir / "one.stats").live,
-          proc=first)
+    wait_for("the first bridge", lambda: read_snapshot(lab.stats_dir / "one.stats").live,
+             15, first, Path(first.log))
     second = lab.bridge("two", "tpb", "--metrics-listen", str(METRICS_PORT))
     assert second.wait(timeout=30) == 6
     log = Path(second.log).read_text()  # type: ignore[attr-defined]
