@@ -259,6 +259,34 @@ def test_incomplete_chain_at_tail_waits(rings, zerocopy) -> None:
     assert [s.len for s in frames[0]] == [60, 60, 30]
 
 
+def test_incomplete_chain_puts_cur_at_tail_so_that_poll_brings_its_rest(rings) -> None:
+    """cur is netmap's wakeup point: poll(POLLIN) returns at once while cur != tail.
+    A chain waiting for its last slots must not count as frames waiting for TX room,
+    or the loop never asks POLLIN for that port (no rxsync: its rest never comes)
+    and spins on the peer's POLLOUT."""
+    rx, tx = rings
+    rx.deliver(payload(0))
+    rx.deliver_slots([(payload(1), 60, True), (payload(1), 60, True)])
+    move(rx, tx)
+    assert (rx.head, rx.ptr.cur, rx.tail) == (1, 3, 3)
+    assert lib.nmb_rx_pending([rx.ptr], 1) == 0
+
+    rx.deliver_slots([(payload(1), 30, False)])
+    assert lib.nmb_rx_pending([rx.ptr], 1) == 1
+    move(rx, tx)
+    assert (rx.head, rx.ptr.cur, rx.tail) == (4, 4, 4)
+
+
+def test_frames_waiting_for_tx_room_are_pending(rings) -> None:
+    rx, tx = rings
+    tx.place(0, tail=1)  # room for one slot
+    rx.deliver(payload(0), payload(1))
+    n, _, _ = move(rx, tx)
+    assert n == 1
+    assert (rx.head, rx.ptr.cur) == (1, 1)
+    assert lib.nmb_rx_pending([rx.ptr], 1) == 1
+
+
 def test_chain_that_fills_the_rx_ring_is_dropped_and_counted(rings) -> None:
     rx, tx = rings
     rx.deliver_slots([(payload(0), 60, True)] * 15)  # 16 slots: the kernel keeps one

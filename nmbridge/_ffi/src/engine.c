@@ -123,6 +123,7 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	uint32_t max_len = tx->nr_buf_size < rx->nr_buf_size ? tx->nr_buf_size : rx->nr_buf_size;
 	uint32_t frames = 0;
 	uint64_t bytes = 0;
+	int chain_waits = 0;
 
 	if (rxh >= rx->num_slots || rxt >= rx->num_slots || txh >= tx->num_slots ||
 	    txt >= tx->num_slots)
@@ -159,6 +160,8 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 				rxs->drop_chain++;
 				rxh = rxt;
 				st->discard = 1;
+			} else {
+				chain_waits = 1;
 			}
 			break;
 		}
@@ -200,7 +203,13 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 		frames++;
 		bytes += len;
 	}
-	rx->head = rx->cur = rxh;
+	/*
+	 * cur is netmap's wakeup point: poll(POLLIN) returns while cur != tail.
+	 * A chain that waits for its last slots puts it at tail, so that the
+	 * next poll sleeps until the kernel brings them (and is asked at all).
+	 */
+	rx->head = rxh;
+	rx->cur = chain_waits ? rxt : rxh;
 	tx->head = tx->cur = txh;
 	rxs->frames += frames;
 	rxs->bytes += bytes;
@@ -247,7 +256,7 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx)
 {
 	for (uint32_t r = 0; r < nrx; r++)
-		if (rx[r]->head != rx[r]->tail)
+		if (rx[r]->cur != rx[r]->tail)
 			return 1;
 	return 0;
 }

@@ -37,7 +37,11 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
 		     uint32_t ntx, uint32_t burst, int zerocopy, struct nmb_rx_state *st,
 		     struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint32_t *next_rx);
 
-/* frames waiting in the RX rings (complete or not): nonzero if any slot is owned */
+/*
+ * Frames the engine could not move yet (waiting for TX room or the count):
+ * nonzero if an RX ring's cur is short of its tail. A chain that waits for
+ * its last slots has cur at tail and does not count: it needs an rxsync.
+ */
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
 
 #endif

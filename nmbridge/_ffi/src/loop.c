@@ -239,7 +239,8 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 			if (!up[i])
 				continue;
 			if (p->kind == NMB_PORT_KERNEL) {
-				/* frames of ours waiting for the peer's TX: don't ask for more */
+				/* frames of ours waiting for the peer's TX: don't ask for more
+				 * (a chain waiting for its last slots is not: POLLIN brings them) */
 				if (!nmb_rx_pending(p->rx, p->nrx))
 					ev |= POLLIN;
 				if (nmb_rx_pending(q->rx, q->nrx))
