@@ -1,0 +1,340 @@
+"""Layer-2 forwarding through nmbridge with two emulated packet: ports on veth.
+
+    [ns gen]  l2gen -> g0 ==veth== d0  [ns dut]  nmbridge  d1 ==veth== s0  [ns snk]
+
+Three network namespaces (unique names, always removed, veths made inside
+them so the root namespace never sees one), no addresses anywhere: the
+generator (benchmarks/l2gen.c, compiled at run time) sends 60-byte UDP
+frames 198.18.0.1 -> 198.18.0.2 addressed to a MAC behind the sink, so the
+sink's kernel drops each one at its first check. The generator runs on one
+core, the bridge on another, and receive processing is steered (RPS) so that
+d0's lands on the bridge's core and s0's on the generator's: the bridge core
+does the bridge's work, user and kernel, and nothing else.
+
+Counted over a window after a warm-up, from the interfaces' counters:
+offered = frames g0 sent or dropped at d0's backlog, delivered = frames s0
+received, loss = the difference; busy = the bridge core's non-idle share
+(/proc/stat), and delivered frames per busy second of it.
+
+Modes, interleaved round by round: `default` (nmbridge sleeps in poll()),
+`busy-poll` (nmbridge --busy-poll), `kernel-bridge` (a Linux bridge in the
+same namespace, a reference every Linux box has), and `command`: any other
+forwarder, --dut-command run by bash in the bridge's namespace on its core,
+with NMBB_IN=d0 and NMBB_OUT=d1 in its environment. --rate offers a fixed
+rate, for the CPU cost of a load every forwarder keeps up with.
+
+    .venv/bin/python benchmarks/l2fwd.py [--runs 3] [--duration 5] [--rate 80000]
+        [--modes default,busy-poll,kernel-bridge,command --dut-command 'CMD']
+
+Needs root. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import benchlib
+
+GEN_MAC = "02:4e:4d:42:00:01"     # g0
+FRAME_DST = "02:4e:4d:42:00:02"   # a station behind the sink: not s0's own MAC
+SINK_MAC = "02:4e:4d:42:00:03"    # s0
+D0_MAC = "02:4e:4d:42:00:10"
+D1_MAC = "02:4e:4d:42:00:11"
+
+MODES = ("default", "busy-poll", "kernel-bridge", "command")
+
+
+@dataclass
+class Result:
+    mode: str
+    offered_pps: float
+    delivered_pps: float
+    loss_pct: float
+    dut_busy_pct: float       # exact where cpuidle counts idle time
+    dut_busy_tick_pct: float  # what /proc/stat's tick sampling says
+    gen_busy_pct: float
+    bridge_process_pct: float | None  # the nmbridge process's own CPU time (all threads)
+    others_busy_pct: float
+    d0_rx_dropped: int
+    d1_tx_dropped: int
+    back_to_gen: int
+    dut_note: str = ""
+
+    @property
+    def per_busy_second(self) -> float:
+        return self.delivered_pps / (self.dut_busy_pct / 100) if self.dut_busy_pct else 0.0
+
+
+@dataclass
+class Lab:
+    """The namespaces, veths and counters of one benchmark."""
+
+    sandbox: benchlib.Sandbox
+    work: Path
+    gen_bin: Path
+    args: argparse.Namespace
+    ns: dict[str, str] = field(default_factory=dict)
+    holders: dict[str, int] = field(default_factory=dict)
+
+    def build(self) -> None:
+        sb, a = self.sandbox, self.args
+        for role in ("gen", "dut", "snk"):
+            self.ns[role] = sb.netns(role)
+        sb.veth(self.ns["gen"], "g0", GEN_MAC, self.ns["dut"], "d0", D0_MAC)
+        sb.veth(self.ns["snk"], "s0", SINK_MAC, self.ns["dut"], "d1", D1_MAC)
+        sb.rps(self.ns["dut"], "d0", a.dut_cpu)
+        sb.rps(self.ns["snk"], "s0", a.gen_cpu)
+        if shutil.which("tc"):
+            # frames d0's backlog refuses are dropped (and counted) behind a qdisc, so
+            # that they do not cut the generator's sendmmsg() batches short
+            sb.exec(self.ns["gen"], "tc", "qdisc", "replace", "dev", "g0", "root",
+                    "pfifo", "limit", "1000")
+        for role, ns in self.ns.items():
+            self.holders[role] = sb.holder(ns)
+
+    def counters(self) -> tuple[dict[str, dict[str, int]], benchlib.CoreSnapshot]:
+        """Interface counters of the three namespaces and the CPU times, read together."""
+        dev: dict[str, dict[str, int]] = {}
+        for pid in self.holders.values():
+            dev.update(benchlib.net_dev(pid))
+        return dev, benchlib.core_snapshot([self.args.dut_cpu, self.args.gen_cpu])
+
+    # -- the device under test ------------------------------------------------
+    def start_dut(self, mode: str, log: Any) -> subprocess.Popen[Any] | None:
+        ns, a = self.ns["dut"], self.args
+        if mode == "kernel-bridge":
+            sb = self.sandbox
+            sb.exec(ns, "ip", "link", "add", "br0", "type", "bridge")
+            # bridged IPv4 through netfilter is not part of a bridge's job here
+            sb.exec(ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0",
+                    "net.bridge.bridge-nf-call-arptables=0", check=False)
+            for port in ("d0", "d1"):
+                sb.exec(ns, "ip", "link", "set", port, "master", "br0")
+            sb.exec(ns, "ip", "link", "set", "br0", "up")
+            return None
+        if mode == "command":
+            # exec: the forwarder itself is the process measured and stopped
+            env = dict(os.environ, NMBB_IN="d0", NMBB_OUT="d1")
+            proc = self.sandbox.spawn(ns, ["bash", "-c", f"exec {a.dut_command}"], cpu=a.dut_cpu,
+                                      stdout=log, stderr=subprocess.STDOUT, env=env)
+            time.sleep(a.dut_settle)
+            if proc.poll() is not None:
+                raise RuntimeError(f"--dut-command exited with status {proc.returncode}")
+            return proc
+        name = f"l2fwd-{len(self.sandbox.procs)}-{time.monotonic_ns()}"
+        cmd = [a.nmbridge, "-i", "packet:d0", "-i", "packet:d1", "--no-live",
+               "--stats-dir", str(self.work), "--name", name]
+        if mode == "busy-poll":
+            cmd.append("--busy-poll")
+        proc = self.sandbox.spawn(ns, cmd, cpu=a.dut_cpu, stdout=log, stderr=subprocess.STDOUT)
+        stats = self.work / f"{name}.stats"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nmbridge exited with status {proc.returncode}")
+            return stats.exists()
+
+        benchlib.wait_for(ready, 15, "nmbridge to start")
+        time.sleep(0.5)
+        return proc
+
+    def stop_dut(self, mode: str, proc: subprocess.Popen[Any] | None) -> int:
+        if mode == "kernel-bridge":
+            self.sandbox.exec(self.ns["dut"], "ip", "link", "del", "br0")
+            return 0
+        assert proc is not None
+        return self.sandbox.stop(proc)
+
+    # -- one measurement ------------------------------------------------------
+    def measure(self, mode: str, background: benchlib.Background) -> Result:
+        a = self.args
+        others = background.wait_quiet(a.quiet_below, a.quiet_wait)
+        log_path = self.work / "dut.log"
+        with open(log_path, "w") as log:
+            dut = self.start_dut(mode, log)
+            gen = None
+            try:
+                gen = self.sandbox.spawn(
+                    self.ns["gen"],
+                    [str(self.gen_bin), "g0", FRAME_DST, GEN_MAC, str(a.frame_len),
+                     str(a.rate or 0)],
+                    cpu=a.gen_cpu, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                time.sleep(a.warmup)
+                if gen.poll() is not None:
+                    raise RuntimeError(f"the generator exited: {gen.communicate()[0].strip()}")
+                own0 = benchlib.process_cpu_seconds(dut.pid) if dut else 0.0
+                dev0, cpu0 = self.counters()
+                time.sleep(a.duration)
+                dev1, cpu1 = self.counters()
+                dt = cpu1.when - cpu0.when
+                own1 = benchlib.process_cpu_seconds(dut.pid) if dut else 0.0
+                alive = dut is None or dut.poll() is None
+            finally:
+                if gen is not None:
+                    self.sandbox.stop(gen, timeout=3)
+                time.sleep(0.2)
+                status = self.stop_dut(mode, dut)
+        note = ""
+        lines = log_path.read_text().strip().splitlines()
+        if lines:
+            note = lines[-1]
+        if not alive or status != 0:
+            raise RuntimeError(f"{mode}: the bridge failed (status {status}): {note}")
+
+        def delta(ifname: str, key: str) -> int:
+            return dev1[ifname][key] - dev0[ifname][key]
+
+        offered = delta("g0", "tx_packets") + delta("g0", "tx_dropped")
+        delivered = delta("s0", "rx_packets")
+        dut_busy, dut_tick = benchlib.core_busy(cpu0, cpu1, a.dut_cpu)
+        gen_busy, _ = benchlib.core_busy(cpu0, cpu1, a.gen_cpu)
+        return Result(
+            mode=mode,
+            offered_pps=offered / dt,
+            delivered_pps=delivered / dt,
+            loss_pct=100.0 * (offered - delivered) / offered if offered else 0.0,
+            dut_busy_pct=dut_busy,
+            dut_busy_tick_pct=dut_tick,
+            gen_busy_pct=gen_busy,
+            bridge_process_pct=100.0 * (own1 - own0) / dt if dut else None,
+            others_busy_pct=others,
+            d0_rx_dropped=delta("d0", "rx_dropped"),
+            d1_tx_dropped=delta("d1", "tx_dropped"),
+            back_to_gen=delta("d0", "tx_packets"),
+            dut_note=note,
+        )
+
+
+def summarize(results: list[Result], modes: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for mode in modes:
+        rs = [r for r in results if r.mode == mode]
+        if not rs:
+            continue
+        out.append({
+            "mode": mode,
+            "runs": len(rs),
+            "delivered_pps": round(benchlib.median([r.delivered_pps for r in rs])),
+            "delivered_pps_min": round(min(r.delivered_pps for r in rs)),
+            "delivered_pps_max": round(max(r.delivered_pps for r in rs)),
+            "offered_pps": round(benchlib.median([r.offered_pps for r in rs])),
+            "loss_pct": round(benchlib.median([r.loss_pct for r in rs]), 2),
+            "dut_busy_pct": round(benchlib.median([r.dut_busy_pct for r in rs]), 1),
+            "dut_busy_tick_pct": round(benchlib.median([r.dut_busy_tick_pct for r in rs]), 1),
+            "delivered_per_busy_second": round(benchlib.median([r.per_busy_second for r in rs])),
+            "bridge_process_pct": (round(benchlib.median([r.bridge_process_pct for r in rs
+                                                          if r.bridge_process_pct is not None]), 1)
+                                   if rs[0].bridge_process_pct is not None else None),
+            "gen_busy_pct": round(benchlib.median([r.gen_busy_pct for r in rs]), 1),
+            "frames_back_to_generator": sum(r.back_to_gen for r in rs),
+        })
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="rounds (every mode once each)")
+    parser.add_argument("--duration", type=float, default=5.0, help="measurement window, s")
+    parser.add_argument("--warmup", type=float, default=1.0, help="traffic before the window, s")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="offered frames/s (default: as fast as the generator goes)")
+    parser.add_argument("--frame-len", type=int, default=60,
+                        help="frame length without FCS, 60..1514")
+    parser.add_argument("--modes", default="default,busy-poll",
+                        help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--gen-cpu", type=int, default=0)
+    parser.add_argument("--dut-cpu", type=int, default=1, help="the bridge's core")
+    parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
+    parser.add_argument("--dut-command", default=None,
+                        help="mode 'command': another forwarder from $NMBB_IN to $NMBB_OUT")
+    parser.add_argument("--dut-settle", type=float, default=2.0,
+                        help="mode 'command': seconds it gets to start, default 2")
+    benchlib.add_quiet_options(parser)
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        parser.error(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
+    if ("command" in modes) != (args.dut_command is not None):
+        parser.error("mode 'command' and --dut-command go together")
+    if not 60 <= args.frame_len <= 1514:
+        parser.error("--frame-len must be 60..1514")
+    benchlib.require_root()
+    args.nmbridge = args.nmbridge or benchlib.nmbridge_command()
+
+    background = benchlib.Background()
+    results: list[Result] = []
+    with benchlib.scratch_dir() as work, benchlib.Sandbox() as sandbox:
+        gen_bin = benchlib.compile_c(benchlib.HERE / "l2gen.c", work)
+        lab = Lab(sandbox, work, gen_bin, args)
+        lab.build()
+        for run in range(args.runs):
+            for mode in modes:
+                benchlib.note(f"l2fwd: run {run + 1}/{args.runs}, {mode}")
+                r = lab.measure(mode, background)
+                benchlib.note(f"l2fwd:   delivered {r.delivered_pps:,.0f}/s of "
+                              f"{r.offered_pps:,.0f}/s, bridge core {r.dut_busy_pct:.0f}% busy")
+                results.append(r)
+    summary = summarize(results, modes)
+
+    ratios: dict[str, float] = {}
+    if "kernel-bridge" in modes:
+        for mode in modes:
+            same_run = [r.delivered_pps / k.delivered_pps
+                        for r, k in zip([x for x in results if x.mode == mode],
+                                        [x for x in results if x.mode == "kernel-bridge"])
+                        if k.delivered_pps]
+            ratios[mode] = round(benchlib.median(same_run), 3)
+    for rec in summary:
+        if ratios:
+            rec["vs_kernel_bridge"] = ratios[rec["mode"]]
+
+    rate = f"{args.rate:,} frames/s offered" if args.rate else "generator at full speed"
+    source = benchlib.busy_source(args.dut_cpu)
+    print(f"l2fwd: {args.frame_len}-byte frames, {rate}; generator on CPU {args.gen_cpu}, "
+          f"bridge on CPU {args.dut_cpu}; {args.runs} rounds of {args.duration:g} s, medians; "
+          f"core busy from {source}")
+    headers = ["mode", "delivered/s", "(min-max)", "offered/s", "loss %", "bridge core busy %",
+               "(tick-sampled)", "delivered per busy s", "bridge process CPU %",
+               "generator core busy %"]
+    rows = [[s["mode"], s["delivered_pps"],
+             f"{s['delivered_pps_min']:,}-{s['delivered_pps_max']:,}", s["offered_pps"],
+             s["loss_pct"], s["dut_busy_pct"], s["dut_busy_tick_pct"],
+             s["delivered_per_busy_second"], s["bridge_process_pct"], s["gen_busy_pct"]]
+            for s in summary]
+    if ratios:
+        headers.append("vs kernel bridge")
+        for row, s in zip(rows, summary):
+            row.append(s["vs_kernel_bridge"])
+    print(benchlib.table(headers, rows))
+    back = sum(s["frames_back_to_generator"] for s in summary)
+    if back:
+        print(f"warning: {back} frames went back out of d0 towards the generator")
+    print(background.describe())
+    benchlib.emit_json({
+        "benchmark": "l2fwd",
+        "machine": benchlib.machine(),
+        "load": background.summary(),
+        "settings": {k: getattr(args, k) for k in
+                     ("runs", "duration", "warmup", "rate", "frame_len", "gen_cpu", "dut_cpu")}
+                    | {"modes": modes, "dut_command": args.dut_command, "busy_from": source},
+        "results": summary,
+        "runs": [r.__dict__ | {"per_busy_second": round(r.per_busy_second)} for r in results],
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:
+        benchlib.note(f"{Path(__file__).stem}: {exc}")
+        sys.exit(1)
