@@ -570,3 +570,41 @@ def test_share_opens_a_pipe_in_the_nics_region(fake: FakeKernel) -> None:
     assert r["mmaps"] == 1 and r["zero_copy"] is True
     for w in r["walks"]:
         check_walk(w)
+
+
+#: the wire->pipe direction backs up (the slave end never reads), and the slave then
+#: sends one frame towards the wire: it must leave, though the wire's RX still waits
+TX_WHILE_RX_WAITS = r'''
+wire, master = open_ports("netmap:fk0", "netmap:st{3")
+(slave,) = open_ports("netmap:st}3")
+bridge = engine.Bridge(wire, master, burst=64)
+backlog = master.c.tx[0].num_slots + 20  # more than the pipe can hold unread
+for i in range(backlog):
+    inject("fk0", "wire", frame(i, tag=b"down"))
+
+
+def run_for(seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        bridge.run(50)
+
+
+run_for(0.5)
+waiting = wire.c.rx[0].tail != wire.c.rx[0].cur
+up = frame(0, tag=b"up")
+send(slave, [up])
+run_for(0.5)
+got = read_side("fk0", "wire", timeout_ms=100)  # no flush: the loop itself must push it
+result(waiting=waiting, forwarded=bridge.forwarded, up_left=got == up)
+engine.close_ports([wire, master, slave])
+'''
+
+
+def test_a_port_whose_rx_waits_still_transmits(fake: FakeKernel) -> None:
+    """A kernel port whose RX frames wait for the peer's TX asks no event of poll(); it
+    is polled all the same, with none: netmap's poll() txsyncs the TX rings that hold
+    frames (NR_NO_TX_POLL is not set), so what the peer sends does not wait for our RX
+    to drain -- for ever, if the peer's TX never does."""
+    r = fake.run_py(TX_WHILE_RX_WAITS).result
+    assert r["waiting"] is True, r
+    assert r["up_left"] is True, r

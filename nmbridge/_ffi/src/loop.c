@@ -185,7 +185,7 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 	b->state = NMB_STATE_RUNNING;
 	for (;;) {
 		struct pollfd pfd[4];
-		int map[4], nfds = 0, got = 0, up[2];
+		int map[4], nfds = 0, waiting = 0, got = 0, up[2];
 		uint32_t moved = 0;
 		uint64_t t;
 
@@ -253,7 +253,14 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 				if (nmb_eport_tx_pending(p))
 					ev |= POLLOUT;
 			}
-			if (ev == 0)
+			/*
+			 * A kernel port is polled even when it wants no event: poll()
+			 * txsyncs the TX rings that hold frames (netmap's txpoll, as
+			 * NR_NO_TX_POLL is not set). Without it, what the peer sent
+			 * would wait for our RX to drain, for ever if the peer's TX never
+			 * does (a pipe nobody reads).
+			 */
+			if (ev == 0 && p->kind != NMB_PORT_KERNEL)
 				continue;
 			if (p->txfd >= 0 && (ev & POLLOUT)) {
 				/* a port that transmits on a socket of its own */
@@ -261,6 +268,7 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 				pfd[nfds].events = POLLOUT;
 				pfd[nfds].revents = 0;
 				map[nfds++] = i;
+				waiting++;
 				ev &= ~POLLOUT;
 				if (ev == 0)
 					continue;
@@ -269,16 +277,16 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 			pfd[nfds].events = ev;
 			pfd[nfds].revents = 0;
 			map[nfds++] = i;
+			waiting += ev != 0;
 		}
-		if (nfds == 0) {
-			if (idle) {
-				/* links down, or nothing to wait for: wait in user space */
-				struct timespec ts = {0, 5 * 1000000L};
-				nanosleep(&ts, NULL);
-			}
+		if (!waiting && idle) {
+			/* links down, or nothing to wait for: wait in user space */
+			struct timespec ts = {0, 5 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (nfds == 0)
 			continue;
-		}
-		int timeout = (idle && !b->busy) ? b->poll_timeout_ms : 0;
+		int timeout = (idle && !b->busy && waiting) ? b->poll_timeout_ms : 0;
 		if (timeout > 0 && (uint64_t)timeout > deadline - t)
 			timeout = (int)(deadline - t);
 		int n = poll(pfd, (nfds_t)nfds, timeout);
