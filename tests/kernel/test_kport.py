@@ -583,17 +583,23 @@ for i in range(backlog):
     inject("fk0", "wire", frame(i, tag=b"down"))
 
 
-def run_for(seconds):
+def run_until(done, seconds=5.0):
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while not done() and time.monotonic() < deadline:
         bridge.run(50)
 
 
-run_for(0.5)
-waiting = wire.c.rx[0].tail != wire.c.rx[0].cur
+def wire_rx_waits():
+    return wire.c.rx[0].tail != wire.c.rx[0].cur
+
+
+down = master.c.tx[0].num_slots - 1  # what the pipe takes before its TX ring is full
+run_until(lambda: bridge.forwarded >= down and wire_rx_waits())
+waiting = wire_rx_waits()
 up = frame(0, tag=b"up")
 send(slave, [up])
-run_for(0.5)
+run_until(lambda: bridge.forwarded > down)
+bridge.run(200)
 got = read_side("fk0", "wire", timeout_ms=100)  # no flush: the loop itself must push it
 result(waiting=waiting, forwarded=bridge.forwarded, up_left=got == up)
 engine.close_ports([wire, master, slave])
