@@ -482,6 +482,9 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     port._keepalive = region
     nifp = ffi.cast("struct netmap_if *", ffi.cast("char *", region.base) + reg.nr_offset)
     _check_fd(lib.nmb_port_bind(cport, nifp), spec.text)
+    if spec.ifname and spec.kind in ("nic", "host", "nic+host", "nic-ring", "host-ring"):
+        with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
+            cport.ifindex = socket.if_nametoindex(spec.ifname)
     return port
 
 

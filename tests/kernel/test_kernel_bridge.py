@@ -312,3 +312,19 @@ def test_link_down_then_sigterm_stops_promptly(fake: FakeKernel, nic_netns: str)
         assert elapsed < 2 * block_ms / 1000 + 1.0
     else:
         assert elapsed < 1.5, f"SIGTERM took {elapsed:.2f} s while the link was down"
+
+
+def test_nic_deleted_while_running_ends_the_bridge(fake: FakeKernel, nic_netns: str) -> None:
+    bridge = RunningBridge(fake, ["fk0", "--no-live"], nic_netns, env=LINK_ENV)
+    try:
+        bridge.wait_ready()
+        bridge.inject("fk0", "wire", make_frame(0, 100, b"before"))
+        assert len(bridge.read("fk0", "host", 1)) == 1
+        ip("-n", nic_netns, "link", "del", "fk0")
+        bridge.proc.wait(timeout=10)
+    finally:
+        bridge.kill()
+    err = bridge.stderr()
+    assert bridge.proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert any("fk0" in line and "went away" in line for line in err.splitlines()), err

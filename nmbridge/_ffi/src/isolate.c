@@ -23,6 +23,7 @@
 #define BPF_PROG_TYPE_SCHED_CLS_ 3
 #define BPF_TCX_INGRESS_ 46
 #define TC_ACT_SHOT_ 2
+#define BPF_F_BEFORE_ (1U << 3) /* with no relative program: first of the hook's programs */
 
 struct bpf_insn_ {
 	uint8_t code;
@@ -87,6 +88,7 @@ int nmb_isolate_ingress(int ifindex, int *link_fd_out)
 	link.prog_fd = (uint32_t)prog_fd;
 	link.target_ifindex = (uint32_t)ifindex;
 	link.attach_type = BPF_TCX_INGRESS_;
+	link.flags = BPF_F_BEFORE_; /* ahead of any program that would let frames through */
 	link_fd = (int)bpf(BPF_LINK_CREATE_CMD, &link, sizeof(link));
 	err = errno;
 	close(prog_fd); /* the link holds the program */

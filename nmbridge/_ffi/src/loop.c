@@ -157,7 +157,12 @@ static int recover(struct nmb_bridge *b, int i)
 	else if (now - p->pollerr_since_ms >= NMB_PERSISTENT_ERROR_MS)
 		return fail(b, i, EIO);
 	if (p->kind == NMB_PORT_KERNEL) {
-		int rc = nmb_kport_txsync(p);
+		int rc;
+
+		/* netmap answers a NIC that is gone with POLLERR and EIO, not ENXIO */
+		if (p->ifindex > 0 && !nmb_ifindex_exists(p->ifindex))
+			return fail(b, i, ENODEV);
+		rc = nmb_kport_txsync(p);
 		if (rc == 0)
 			rc = nmb_kport_rxsync(p);
 		if (rc == -ENXIO || rc == -ENODEV)
@@ -314,8 +319,7 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 		struct nmb_port *p = b->port[i];
 		/* a port whose link is down is not entered, so it cannot fail by itself:
 		 * its interface deleted (the link went down with it) must end the bridge */
-		if (is_emulated(p) && link_down(p) && p->ifindex > 0 &&
-		    !nmb_ifindex_exists(p->ifindex))
+		if (link_down(p) && p->ifindex > 0 && !nmb_ifindex_exists(p->ifindex))
 			rc = fail(b, i, ENODEV);
 		nmb_eport_collect_drops(p, &b->stats[p->stats_rx]);
 	}
