@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 echo "== ruff"
-.venv/bin/ruff check nmbridge tests
+.venv/bin/ruff check nmbridge tests benchmarks
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
