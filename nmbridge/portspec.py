@@ -600,6 +600,29 @@ def _rings_phrase(spec: PortSpec, request: RegisterRequest) -> str:
     return phrase
 
 
+#: the rings each register mode binds: (NIC rings, host rings), each "all", "one" or None
+_MODE_RINGS: dict[str, tuple[str | None, str | None]] = {
+    "NR_REG_ALL_NIC": ("all", None),
+    "NR_REG_SW": (None, "all"),
+    "NR_REG_NIC_SW": ("all", "all"),
+    "NR_REG_ONE_NIC": ("one", None),
+    "NR_REG_ONE_SW": (None, "one"),
+}
+
+
+def share_rings(a: PortSpec, b: PortSpec) -> bool:
+    """Whether two kernel ports would bind a ring in common (a bridge between them would
+    send frames back where they came from)."""
+    ra, rb = a.request, b.request
+    if ra is None or rb is None or ra.nr_name != rb.nr_name:
+        return False
+    none = (None, None)
+    for sa, sb in zip(_MODE_RINGS.get(ra.nr_mode, none), _MODE_RINGS.get(rb.nr_mode, none)):
+        if sa and sb and ("all" in (sa, sb) or ra.nr_ringid == rb.nr_ringid):
+            return True
+    return False
+
+
 def describe(spec: PortSpec) -> dict[str, Any]:
     """What ``nmbridge explain --json`` prints for one name: plain JSON-ready data."""
     out: dict[str, Any] = {

@@ -179,6 +179,14 @@ def test_iface_and_ports(ports: list[str]) -> None:
         "give either IFACE or two -i ports, not both")
 
 
+@pytest.mark.parametrize(("a", "b"), [("netmap:nmbnosuch0", "netmap:nmbnosuch0*"),
+                                      ("vale0:a", "vale0:a")])
+def test_two_ports_on_the_same_rings(a: str, b: str) -> None:
+    assert error_line(nmbridge("-i", a, "-i", b), USAGE) == (
+        f"{a} and {b} are the same rings: a bridge between them would send every frame "
+        "back where it came from")
+
+
 @pytest.mark.parametrize("iface", ["eth0^", "netmap:eth0^", "eth0*", "eth0/x", "vale0:a",
                                    "netmap:", "pipe{1"])
 def test_iface_must_be_an_interface_name(iface: str) -> None:

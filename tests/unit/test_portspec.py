@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 
 from nmbridge import portspec
 from nmbridge.errors import BadPortName
-from nmbridge.portspec import KINDS, PortSpec, describe, describe_lines, parse_port
+from nmbridge.portspec import (
+    KINDS,
+    PortSpec,
+    describe,
+    describe_lines,
+    parse_port,
+    share_rings,
+)
 
 GOLDEN_FILE = Path(__file__).resolve().parent.parent / "data" / "nmport-parse.jsonl"
 GOLDEN: list[dict[str, Any]] = [
@@ -717,3 +724,28 @@ def test_long_names_end_quickly(name: str) -> None:
     started = time.monotonic()
     check_any(name)
     assert time.monotonic() - started < 5  # linear work: a hang, not a slow machine, fails this
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shared"),
+    [
+        ("netmap:eth0", "netmap:eth0^", False),
+        ("netmap:eth0", "netmap:eth0*", True),
+        ("netmap:eth0^", "netmap:eth0*", True),
+        ("netmap:eth0", "netmap:eth0-1", True),
+        ("netmap:eth0-0", "netmap:eth0-1", False),
+        ("netmap:eth0-1/R", "netmap:eth0-1/T", True),
+        ("netmap:eth0^0", "netmap:eth0^1", False),
+        ("netmap:eth0^1", "netmap:eth0^", True),
+        ("netmap:eth0-1", "netmap:eth0^1", False),
+        ("netmap:eth0", "netmap:eth1", False),
+        ("netmap:pa{1", "netmap:pa}1", False),
+        ("netmap:pa{1", "netmap:pa{1", True),
+        ("vale0:a", "vale0:b", False),
+        ("vale0:a", "vale0:a", True),
+        ("packet:eth0", "netmap:eth0", False),
+    ],
+)
+def test_share_rings(a: str, b: str, shared: bool) -> None:
+    assert share_rings(parse_port(a), parse_port(b)) is shared
+    assert share_rings(parse_port(b), parse_port(a)) is shared
