@@ -481,7 +481,15 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     region.users += 1
     port._keepalive = region
     nifp = ffi.cast("struct netmap_if *", ffi.cast("char *", region.base) + reg.nr_offset)
-    _check_fd(lib.nmb_port_bind(cport, nifp), spec.text)
+    rc = lib.nmb_port_bind(cport, nifp)
+    if rc < 0:
+        close_ports([port])  # its mapping too, unless another port uses it
+        if rc == -errno.E2BIG:
+            raise UsageError(
+                f"{spec.text}: more rings than nmbridge bridges ({lib.NMB_MAX_RINGS} each way); "
+                f"open fewer (netmap:{spec.ifname}-N for one ring pair)"
+            )
+        raise _error_for(-rc, spec.text)
     if spec.ifname and spec.kind in ("nic", "host", "nic+host", "nic-ring", "host-ring"):
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)

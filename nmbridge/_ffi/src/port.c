@@ -35,7 +35,7 @@ int nmb_port_bind(struct nmb_port *p, struct netmap_if *nifp)
 	uint32_t nrx_all = nifp->ni_rx_rings + nifp->ni_host_rx_rings;
 
 	if (ntx_all > NMB_MAX_RINGS * 2 || nrx_all > NMB_MAX_RINGS * 2)
-		return -EINVAL;
+		return -E2BIG; /* more rings than NMB_MAX_RINGS */
 	p->nifp = nifp;
 	p->ntx = p->nrx = 0;
 	for (uint32_t i = 0; i < ntx_all; i++) {
@@ -43,7 +43,7 @@ int nmb_port_bind(struct nmb_port *p, struct netmap_if *nifp)
 		if (ring == NULL)
 			continue;
 		if (p->ntx == NMB_MAX_RINGS)
-			return -EINVAL;
+			return -E2BIG; /* more rings than NMB_MAX_RINGS */
 		p->ktx[p->ntx].hwcur = ring->head;
 		p->tx[p->ntx++] = ring;
 	}
@@ -52,7 +52,7 @@ int nmb_port_bind(struct nmb_port *p, struct netmap_if *nifp)
 		if (ring == NULL)
 			continue;
 		if (p->nrx == NMB_MAX_RINGS)
-			return -EINVAL;
+			return -E2BIG; /* more rings than NMB_MAX_RINGS */
 		p->krx[p->nrx].hwcur = ring->head;
 		p->krx[p->nrx].hwtail = ring->tail;
 		p->rx[p->nrx++] = ring;
