@@ -465,3 +465,32 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def start_bridge(sb: Sandbox, ns: str, nmbridge: str, work: Path, name: str, busy_poll: bool,
+                 cpu: int | None, log: Any) -> subprocess.Popen[Any]:
+    """nmbridge between packet:d0 and packet:d1 in ns (pinned to cpu), once it runs: its
+    stats file exists."""
+    cmd = [nmbridge, "-i", "packet:d0", "-i", "packet:d1", "--no-live",
+           "--stats-dir", str(work), "--name", name]
+    if busy_poll:
+        cmd.append("--busy-poll")
+    proc = sb.spawn(ns, cmd, cpu=cpu, stdout=log, stderr=subprocess.STDOUT)
+    stats = work / f"{name}.stats"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nmbridge exited with status {proc.returncode}")
+        return stats.exists()
+
+    wait_for(ready, 15, "nmbridge to start")
+    return proc
+
+
+def main_of(script: str, main: Any) -> None:
+    """Run a benchmark's main(); a RuntimeError is one line and status 1."""
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:
+        note(f"{Path(script).stem}: {exc}")
+        sys.exit(1)

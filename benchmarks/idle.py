@@ -71,22 +71,12 @@ def python_of(command: str) -> str:
 def idle_bridge(sb: benchlib.Sandbox, ns: str, work: Path, args: argparse.Namespace,
                 mode: str) -> dict[str, Any]:
     name = f"idle-{time.monotonic_ns()}"
-    cmd = [args.nmbridge, "-i", "packet:d0", "-i", "packet:d1", "--no-live",
-           "--stats-dir", str(work), "--name", name]
-    if mode == "busy-poll":
-        cmd.append("--busy-poll")
-    stats = work / f"{name}.stats"
     t0 = time.perf_counter()
     with open(work / "bridge.log", "w") as log:
-        proc = sb.spawn(ns, cmd, cpu=args.cpu, stdout=log, stderr=subprocess.STDOUT)
+        proc = benchlib.start_bridge(sb, ns, args.nmbridge, work, name, mode == "busy-poll",
+                                     args.cpu, log)
+        started = time.perf_counter() - t0
         try:
-            def ready() -> bool:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"nmbridge exited with status {proc.returncode}")
-                return stats.exists()
-
-            benchlib.wait_for(ready, 15, "nmbridge to start")
-            started = time.perf_counter() - t0
             time.sleep(args.settle)
             cpu0, st0, w0 = benchlib.process_cpu_seconds(proc.pid), status_fields(proc.pid), \
                 time.monotonic()
@@ -188,8 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:
-        benchlib.note(f"{Path(__file__).stem}: {exc}")
-        sys.exit(1)
+    benchlib.main_of(__file__, main)

@@ -35,7 +35,6 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,19 +129,8 @@ class Lab:
                 raise RuntimeError(f"--dut-command exited with status {proc.returncode}")
             return proc
         name = f"l2fwd-{len(self.sandbox.procs)}-{time.monotonic_ns()}"
-        cmd = [a.nmbridge, "-i", "packet:d0", "-i", "packet:d1", "--no-live",
-               "--stats-dir", str(self.work), "--name", name]
-        if mode == "busy-poll":
-            cmd.append("--busy-poll")
-        proc = self.sandbox.spawn(ns, cmd, cpu=a.dut_cpu, stdout=log, stderr=subprocess.STDOUT)
-        stats = self.work / f"{name}.stats"
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"nmbridge exited with status {proc.returncode}")
-            return stats.exists()
-
-        benchlib.wait_for(ready, 15, "nmbridge to start")
+        proc = benchlib.start_bridge(self.sandbox, ns, a.nmbridge, self.work, name,
+                                     mode == "busy-poll", a.dut_cpu, log)
         time.sleep(0.5)
         return proc
 
@@ -333,8 +321,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:
-        benchlib.note(f"{Path(__file__).stem}: {exc}")
-        sys.exit(1)
+    benchlib.main_of(__file__, main)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,20 +68,8 @@ class Paths:
             self.sb.exec(ns, "ip", "link", "set", "br0", "up")
             return None
         name = f"latency-{time.monotonic_ns()}"
-        cmd = [self.args.nmbridge, "-i", "packet:d0", "-i", "packet:d1", "--no-live",
-               "--stats-dir", str(self.work), "--name", name]
-        if mode == "nmbridge-busy-poll":
-            cmd.append("--busy-poll")
-        proc = self.sb.spawn(ns, cmd, cpu=self.args.bridge_cpu, stdout=log,
-                             stderr=subprocess.STDOUT)
-        stats = self.work / f"{name}.stats"
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"nmbridge exited with status {proc.returncode}")
-            return stats.exists()
-
-        benchlib.wait_for(ready, 15, "nmbridge to start")
+        proc = benchlib.start_bridge(self.sb, ns, self.args.nmbridge, self.work, name,
+                                     mode == "nmbridge-busy-poll", self.args.bridge_cpu, log)
         time.sleep(0.3)
         return proc
 
@@ -190,8 +177,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:
-        benchlib.note(f"{Path(__file__).stem}: {exc}")
-        sys.exit(1)
+    benchlib.main_of(__file__, main)
