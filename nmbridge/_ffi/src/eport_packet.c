@@ -1,11 +1,12 @@
 /*
  * The emulated wire port: AF_PACKET on one interface.
  *
- * Receive: a TPACKET_V3 ring (the kernel fills blocks of frames; one poll
- * or none per block) copied into the netmap RX ring. Transmit: a second
- * socket with a TPACKET_V2 TX ring, qdisc bypass and PACKET_VNET_HDR (the
- * kernel then copies each frame once), one send() per batch. Where the
- * rings cannot be set up, recvmmsg/sendmmsg into the netmap buffers serve.
+ * Receive: a TPACKET_V2 ring (a status word per frame: each frame is user
+ * space's, and wakes poll(), as soon as the kernel has written it) copied
+ * into the netmap RX ring. Transmit: a second socket with a TPACKET_V2 TX
+ * ring, qdisc bypass and PACKET_VNET_HDR (the kernel then copies each frame
+ * once), one send() per batch. Where the rings cannot be set up,
+ * recvmmsg/sendmmsg into the netmap buffers serve.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,25 +21,26 @@
 #include "eport.h"
 
 /*
- * The kernel hands a block over when it is full or RX_BLOCK_TIMEOUT_MS after
- * its first frame: under a paced stream most blocks leave holding one frame
- * or a few, so the ring holds as many bursts as it has blocks, whatever
- * their size. Many small blocks (each still above the largest frame the
- * rings serve, 16 KiB) keep the 8 MiB ring from overflowing after a few
- * milliseconds without the CPU.
+ * TPACKET_V2, not V3: V3 hands frames over a block at a time, when the block
+ * fills or its timer (1 ms at the least) fires, and a ping through the bridge
+ * waited that long at each port (1.1 ms median RTT; 0.16 ms with V2). Full
+ * speed holds (measured, issue 7); the price is a wake-up per frame when the
+ * bridge sleeps, twice V3's CPU at a paced 80k frames/s. The ring is 8 MiB of
+ * frames of one size, each big enough for the largest frame the port passes
+ * (4096 frames of 2 KiB at an MTU of 1500; a frame never spans two blocks).
  */
 #define RX_BLOCK_SIZE (1u << 16)
 #define RX_BLOCKS 128
-#define RX_BLOCK_TIMEOUT_MS 1
 #define TX_FRAMES 1024
 
 struct nmb_packet_rings {
-	/* RX: TPACKET_V3 */
+	/* RX: TPACKET_V2 */
 	char *rx_map;
 	size_t rx_map_size;
-	uint32_t rx_block;          /* the block being read */
-	uint32_t rx_left;           /* frames of that block not yet read */
-	struct tpacket3_hdr *rx_pkt; /* the next frame in it */
+	uint32_t rx_frame_size;
+	uint32_t rx_per_block;      /* frames in a block */
+	uint32_t rx_frames;
+	uint32_t rx_next;           /* the next RX ring frame to read */
 	/* TX: TPACKET_V2 */
 	char *tx_map;
 	size_t tx_map_size;
@@ -69,19 +71,29 @@ static uint32_t align_up(uint32_t x, uint32_t a)
 	return (x + a - 1) / a * a;
 }
 
+/* the bytes before a frame's MAC header: the tpacket2 header and sockaddr_ll
+ * (aligned as the kernel aligns them), then the virtio_net_hdr */
+static uint32_t rx_frame_room(void)
+{
+	return TPACKET_ALIGN(TPACKET2_HDRLEN + 16) + sizeof(struct nmb_vnet_hdr);
+}
+
 static int setup_rx_ring(struct nmb_port *p, struct nmb_packet_rings *pk)
 {
-	struct tpacket_req3 req;
-	int rc = set_int(p->fd, SOL_PACKET, PACKET_VERSION, TPACKET_V3);
+	struct tpacket_req req;
+	int rc = set_int(p->fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2);
 
 	if (rc < 0)
 		return rc;
+	pk->rx_frame_size = align_up(align_up(rx_frame_room() + pk->max_frame, TPACKET_ALIGNMENT),
+				     2048);
+	pk->rx_per_block = RX_BLOCK_SIZE / pk->rx_frame_size;
+	pk->rx_frames = pk->rx_per_block * RX_BLOCKS;
 	memset(&req, 0, sizeof(req));
 	req.tp_block_size = RX_BLOCK_SIZE;
 	req.tp_block_nr = RX_BLOCKS;
-	req.tp_frame_size = 2048;
-	req.tp_frame_nr = RX_BLOCK_SIZE / 2048 * RX_BLOCKS;
-	req.tp_retire_blk_tov = RX_BLOCK_TIMEOUT_MS;
+	req.tp_frame_size = pk->rx_frame_size;
+	req.tp_frame_nr = pk->rx_frames;
 	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0)
 		return -errno;
 	pk->rx_map_size = (size_t)RX_BLOCK_SIZE * RX_BLOCKS;
@@ -168,7 +180,7 @@ static int open_rings(struct nmb_port *p, int ifindex, uint32_t max_frame)
 
 int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize)
 {
-	int fd, rc, use_rings = max_frame + sizeof(struct nmb_vnet_hdr) + TPACKET3_HDRLEN < 2048 * 8;
+	int fd, rc, use_rings = rx_frame_room() + max_frame <= 2048 * 8;
 
 	/* protocol 0: nothing is queued before the socket is bound to its interface */
 	fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -201,7 +213,7 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 		return rc;
 	{
 		/* start counting drops from now */
-		struct tpacket_stats_v3 st;
+		struct tpacket_stats st;
 		socklen_t len = sizeof(st);
 		getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len);
 	}
@@ -224,7 +236,7 @@ int nmb_packet_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 
 int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs)
 {
-	struct tpacket_stats_v3 st;
+	struct tpacket_stats st;
 	socklen_t len = sizeof(st);
 
 	if (p->kind != NMB_PORT_PACKET)
@@ -240,48 +252,27 @@ int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs)
 
 /* ---------------------------------------------------------------- RX ring */
 
-static struct tpacket_block_desc *rx_block(struct nmb_packet_rings *pk, uint32_t i)
+static struct tpacket2_hdr *rx_frame(const struct nmb_packet_rings *pk, uint32_t i)
 {
-	return (struct tpacket_block_desc *)(pk->rx_map + (size_t)i * RX_BLOCK_SIZE);
-}
-
-static void rx_block_done(struct nmb_packet_rings *pk)
-{
-	struct tpacket_block_desc *bd = rx_block(pk, pk->rx_block);
-
-	__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-	pk->rx_block = pk->rx_block + 1 == RX_BLOCKS ? 0 : pk->rx_block + 1;
-	pk->rx_pkt = NULL;
-	pk->rx_left = 0;
+	return (struct tpacket2_hdr *)(pk->rx_map + (size_t)(i / pk->rx_per_block) * RX_BLOCK_SIZE +
+				       (size_t)(i % pk->rx_per_block) * pk->rx_frame_size);
 }
 
 /* the next received frame, or NULL when the kernel has handed over none */
-static struct tpacket3_hdr *rx_next(struct nmb_packet_rings *pk)
+static struct tpacket2_hdr *rx_next(struct nmb_packet_rings *pk)
 {
-	while (pk->rx_pkt == NULL) {
-		struct tpacket_block_desc *bd = rx_block(pk, pk->rx_block);
-		uint32_t status = __atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE);
+	struct tpacket2_hdr *h = rx_frame(pk, pk->rx_next);
 
-		if (!(status & TP_STATUS_USER))
-			return NULL;
-		pk->rx_left = bd->hdr.bh1.num_pkts;
-		if (pk->rx_left == 0) {
-			rx_block_done(pk);
-			continue;
-		}
-		pk->rx_pkt = (struct tpacket3_hdr *)((char *)bd + bd->hdr.bh1.offset_to_first_pkt);
-	}
-	return pk->rx_pkt;
+	if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+		return NULL;
+	return h;
 }
 
+/* hand the frame back to the kernel */
 static void rx_advance(struct nmb_packet_rings *pk)
 {
-	struct tpacket3_hdr *h = pk->rx_pkt;
-
-	if (--pk->rx_left == 0)
-		rx_block_done(pk);
-	else
-		pk->rx_pkt = (struct tpacket3_hdr *)((char *)h + h->tp_next_offset);
+	__atomic_store_n(&rx_frame(pk, pk->rx_next)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+	pk->rx_next = pk->rx_next + 1 == pk->rx_frames ? 0 : pk->rx_next + 1;
 }
 
 /* copy len bytes into the slots from dst on, NS_MOREFRAG on all but the last */
@@ -320,7 +311,7 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	struct netmap_ring *ring = p->rx[0];
 	struct nmb_kring *kr = &p->krx[0];
 	uint32_t n = ring->num_slots, bs = ring->nr_buf_size, head = ring->head, got = 0;
-	struct tpacket3_hdr *h;
+	struct tpacket2_hdr *h;
 
 	if (head >= n)
 		return -EINVAL;
@@ -344,13 +335,13 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 			continue;
 		}
 		if (vlan) {
-			uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->hv1.tp_vlan_tpid
-						? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
+			uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->tp_vlan_tpid
+						? h->tp_vlan_tpid : ETH_P_8021Q;
 			memcpy(tag, frame, 12);
 			tag[12] = (uint8_t)(tpid >> 8);
 			tag[13] = (uint8_t)tpid;
-			tag[14] = (uint8_t)(h->hv1.tp_vlan_tci >> 8);
-			tag[15] = (uint8_t)h->hv1.tp_vlan_tci;
+			tag[14] = (uint8_t)(h->tp_vlan_tci >> 8);
+			tag[15] = (uint8_t)h->tp_vlan_tci;
 			kr->hwtail = put_frame(ring, first, tag, 16, frame + 12, len - 12);
 		} else {
 			kr->hwtail = put_frame(ring, first, frame, len, NULL, 0);
