@@ -106,6 +106,7 @@ def test_the_wheel_has_the_compiled_core_for_this_platform(dists: Dists) -> None
     assert len(cores) == 1 and cores[0].endswith(".so"), cores
     # a compiled wheel is tagged with a platform, not "any"
     assert not dists.wheel.name.endswith("-any.whl") and "linux" in dists.wheel.name
+    assert "-cp39-abi3-" in dists.wheel.name  # the core is built for the stable ABI
 
 
 def test_the_wheel_carries_the_man_page_and_the_unit_as_data(dists: Dists) -> None:
