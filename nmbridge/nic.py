@@ -31,6 +31,8 @@ IFF_LOWER_UP = 0x10000
 
 #: port kinds whose name is a real interface of this host
 NIC_KINDS = ("nic", "host", "nic+host", "nic-ring", "host-ring")
+#: netmap's fwd parameter: 1 copies every released NIC RX slot to the host stack
+NETMAP_FWD_PARAM = "/sys/module/netmap/parameters/fwd"
 
 
 def sysfs(ifname: str, attr: str) -> str | None:
@@ -242,6 +244,21 @@ def offloads_on(ifname: str, which: Sequence[str] = NETMAP_OFFLOADS) -> list[str
 
     states = engine.read_offloads(ifname)
     return [name for name in which if states.get(name)]
+
+
+def netmap_fwd_warning(path: str = NETMAP_FWD_PARAM) -> list[str]:
+    """With dev.netmap.fwd=1 netmap itself passes released NIC RX slots to the host stack:
+    the buffers a zero-copy bridge swapped in, so stale frames would reach the stack."""
+    try:
+        with open(path) as f:
+            on = f.read().strip() not in ("", "0")
+    except OSError:
+        return []
+    if on:
+        return ["netmap's fwd parameter is on: released NIC frames are also copied to the "
+                "host stack (stale ones, under zero-copy); turn it off: "
+                f"echo 0 > {path}"]
+    return []
 
 
 def start_warnings(spec: PortSpec) -> list[str]:

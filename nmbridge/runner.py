@@ -192,6 +192,9 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)
+        if any(s.kind in ("nic", "nic+host", "nic-ring") for s in specs):
+            for line in nic.netmap_fwd_warning():
+                terminal.warn(line)
         if opts.isolate:
             for port in ports:
                 if port.kind == "packet":
