@@ -27,7 +27,7 @@ from nmbridge.errors import (
     SystemFailure,
     UsageError,
 )
-from nmbridge.portspec import PortSpec, RegisterRequest
+from nmbridge.portspec import NIC_KINDS, PortSpec, RegisterRequest
 
 try:
     from nmbridge._ffi._core import ffi, lib
@@ -490,7 +490,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
                 f"open fewer (netmap:{spec.ifname}-N for one ring pair)"
             )
         raise _error_for(-rc, spec.text)
-    if spec.ifname and spec.kind in ("nic", "host", "nic+host", "nic-ring", "host-ring"):
+    if spec.ifname and spec.kind in NIC_KINDS:
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)
     return port

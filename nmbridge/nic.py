@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nmbridge import terminal
-from nmbridge.portspec import PortSpec
+from nmbridge.portspec import NIC_KINDS, NIC_RING_KINDS, PortSpec
 
 RTMGRP_LINK = 1
 RTM_NEWLINK = 16
@@ -30,7 +30,6 @@ IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 
 #: port kinds whose name is a real interface of this host
-NIC_KINDS = ("nic", "host", "nic+host", "nic-ring", "host-ring")
 #: netmap's fwd parameter: 1 copies every released NIC RX slot to the host stack
 NETMAP_FWD_PARAM = "/sys/module/netmap/parameters/fwd"
 
@@ -73,7 +72,7 @@ def port_warnings(spec: PortSpec, all_specs: Sequence[PortSpec]) -> list[str]:
     """What a user should know before this port forwards."""
     out: list[str] = start_warnings(spec) if spec.kind != "host" else []
     if spec.kind in ("host", "host-ring") and not any(
-        s.kind in ("nic", "nic-ring", "nic+host") and s.ifname == spec.ifname for s in all_specs
+        s.kind in NIC_RING_KINDS and s.ifname == spec.ifname for s in all_specs
     ):
         out.append(
             f"{spec.text}: the host rings alone see no traffic unless the NIC rings of "

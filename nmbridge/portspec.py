@@ -94,6 +94,10 @@ KINDS = (
     "packet",
     "tap",
 )
+#: kinds of port that are rings of a host interface (a NIC's or its host stack's)
+NIC_KINDS = ("nic", "host", "nic+host", "nic-ring", "host-ring")
+#: ... of them, those that bind NIC rings (which puts the NIC in netmap mode)
+NIC_RING_KINDS = ("nic", "nic+host", "nic-ring")
 _NIC_KIND = {
     NR_REG_ALL_NIC: "nic",
     NR_REG_SW: "host",

@@ -26,7 +26,7 @@ from nmbridge.counters import (
     stats_path,
 )
 from nmbridge.errors import NoSuchPort, PermissionDenied, UsageError
-from nmbridge.portspec import PortSpec, parse_port, share_rings
+from nmbridge.portspec import NIC_RING_KINDS, PortSpec, parse_port, share_rings
 
 #: how long the C loop runs before Python looks at signals, the clock and the links
 LOOP_BUDGET_MS = 200
@@ -192,7 +192,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)
-        if any(s.kind in ("nic", "nic+host", "nic-ring") for s in specs):
+        if any(s.kind in NIC_RING_KINDS for s in specs):
             for line in nic.netmap_fwd_warning():
                 terminal.warn(line)
         if opts.isolate:
