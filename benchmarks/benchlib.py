@@ -494,3 +494,12 @@ def main_of(script: str, main: Any) -> None:
     except RuntimeError as exc:
         note(f"{Path(script).stem}: {exc}")
         sys.exit(1)
+
+
+def parse_modes(parser: Any, text: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated modes of --modes, each one of `known` (a usage error if not)."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in known]
+    if bad or not modes:
+        parser.error(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(known)}")
+    return modes

@@ -109,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
     benchlib.add_quiet_options(parser)
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in MODES for m in modes):
-        parser.error(f"modes are {', '.join(MODES)}")
+    modes = benchlib.parse_modes(parser, args.modes, MODES)
     benchlib.require_root()
     args.nmbridge = args.nmbridge or benchlib.nmbridge_command()
     background = benchlib.Background()

@@ -247,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="mode 'command': seconds it gets to start, default 2")
     benchlib.add_quiet_options(parser)
     args = parser.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        parser.error(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
+    modes = benchlib.parse_modes(parser, args.modes, MODES)
     if ("command" in modes) != (args.dut_command is not None):
         parser.error("mode 'command' and --dut-command go together")
     if not 60 <= args.frame_len <= 1514:
