@@ -23,10 +23,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -37,7 +37,6 @@ PYTHON = sys.executable
 NMBRIDGE = Path(sys.executable).parent / "nmbridge"
 #: the fake NICs every test gets: fk0 with 1 ring pair, fk1 with 2
 FAKE_NICS = "fk0,fk1/2"
-IN_CI = os.environ.get("CI") == "true"
 
 DRIVER = r'''
 import ctypes
@@ -437,13 +436,12 @@ class FakeKernel(Runner):
 
 
 @pytest.fixture(scope="session")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def shim(tmp_path_factory: pytest.TempPathFactory,
+         unavailable: Callable[[str], NoReturn]) -> tuple[Path, str]:
     """The shim, compiled once per session: (library path, compiler messages)."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        if IN_CI:
-            pytest.fail("no C compiler: the fake netmap module cannot be built")
-        pytest.skip("no C compiler: the fake netmap module cannot be built")
+        unavailable("no C compiler: the fake netmap module cannot be built")
     out = tmp_path_factory.mktemp("fakenetmap") / "libfakenetmap.so"
     proc = subprocess.run(
         [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-I", str(ABI_INCLUDE), "-o", str(out),
@@ -462,15 +460,6 @@ def fake(shim: tuple[Path, str], tmp_path: Path) -> Iterator[FakeKernel]:
     kernel.ctl.unlink(missing_ok=True)
 
 
-def _needs_root(what: str) -> None:
-    if os.geteuid() == 0 and shutil.which("ip"):
-        return
-    message = f"{what} needs root and iproute2"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -479,16 +468,14 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
+def netns(unavailable: Callable[[str], NoReturn]) -> Iterator[str]:
     """A network namespace of its own, removed afterwards."""
-    _needs_root("a network namespace")
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        unavailable("a network namespace needs root and iproute2")
     name = f"nmbk-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     proc = ip("netns", "add", name, check=False)
     if proc.returncode != 0:
-        message = f"cannot create a network namespace: {proc.stderr.strip()}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"cannot create a network namespace: {proc.stderr.strip()}")
     try:
         ip("-n", name, "link", "set", "lo", "up")
         yield name
@@ -510,7 +497,7 @@ def nic_netns(netns: str) -> str:
 
 
 @pytest.fixture
-def real(tmp_path: Path) -> Runner:
+def real(tmp_path: Path, unavailable: Callable[[str], NoReturn]) -> Runner:
     """Runs the same driver snippets against the real netmap module: no shim. Skipped,
     with the reason, where the module is not loaded (also under CI: only the fake
     stands in for it there); under CI=true, a module that is there but cannot be
@@ -518,8 +505,5 @@ def real(tmp_path: Path) -> Runner:
     if not os.path.exists("/dev/netmap"):
         pytest.skip("no /dev/netmap: the netmap kernel module is not loaded on this machine")
     if not os.access("/dev/netmap", os.R_OK | os.W_OK):
-        message = "/dev/netmap exists but is not readable and writable by this user (root?)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("/dev/netmap exists but is not readable and writable by this user (root?)")
     return Runner(tmp_path, {})
