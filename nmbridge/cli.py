@@ -135,6 +135,10 @@ def cli() -> None:
               "core at 100%.")
 @click.option("--poll-timeout", type=click.IntRange(1, 1000), default=100, show_default=True,
               metavar="MS", help="Longest sleep in poll() before the loop looks around.")
+@click.option("--rx-usecs", type=click.IntRange(0, 10000), default=400, show_default=True,
+              metavar="USECS", help="Emulated ports under a sustained load: gather frames "
+              "for USECS between wake-ups instead of waking for each (less CPU, up to USECS "
+              "more latency while the load lasts); 0: never.")
 @click.option("--duration", type=Seconds(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Stop after SECONDS.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
@@ -156,7 +160,8 @@ def cli() -> None:
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
 def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
-               wait_link: float, busy_poll: bool, poll_timeout: int, duration: float | None,
+               wait_link: float, busy_poll: bool, poll_timeout: int, rx_usecs: int,
+               duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
                verbose: int, quiet: int) -> None:
@@ -189,7 +194,8 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         )
     run_bridge(BridgeOptions(
         ports=pair, roles=roles, burst=burst, zero_copy=not no_zero_copy, wait_link=wait_link,
-        busy_poll=busy_poll, poll_timeout_ms=poll_timeout, duration=duration, count=count,
+        busy_poll=busy_poll, poll_timeout_ms=poll_timeout, rx_usecs=rx_usecs,
+        duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
         metrics_listen=metrics_listen, isolate=isolate,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set

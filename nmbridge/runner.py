@@ -41,6 +41,7 @@ class BridgeOptions:
     wait_link: float = 0.0
     busy_poll: bool = False
     poll_timeout_ms: int = 100
+    rx_usecs: int | None = None  # None: the engine's default (engine.DEFAULT_RX_USECS)
     duration: float | None = None
     count: int | None = None
     name: str | None = None
@@ -209,6 +210,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
             busy_poll=opts.busy_poll,
             poll_timeout_ms=opts.poll_timeout_ms,
             count=opts.count or 0,
+            rx_usecs=engine.DEFAULT_RX_USECS if opts.rx_usecs is None else opts.rx_usecs,
         )
         roles = opts.roles or (None, None)
         writer = StatsWriter(

@@ -278,6 +278,40 @@ def test_udp_stream_arrives_complete_and_in_order_both_ways(sb: Sandbox) -> None
     assert totals.directions == {label: (count, s["frame_bytes"], 0) for label, s in sent.items()}
 
 
+def rx_syncs(bridge: Bridge, port: str) -> int:
+    return sum(r["syncs"] for r in bridge.stats()["rings"]
+               if r["port_name"] == port and r["direction"] == "rx")
+
+
+def test_sustained_load_is_coalesced_into_fewer_passes_and_loses_nothing(sb: Sandbox) -> None:
+    # 1000 datagrams/s, one every millisecond: woken per frame, the loop reads the
+    # socket at least once a frame; gathering 10 ms at a time, about a tenth as often
+    count, way = 2000, ways(sb)[0]
+    syncs = {}
+    for usecs in ("0", "10000"):
+        bridge = Bridge(sb, "--rx-usecs", usecs, name=f"rx{usecs}")
+        stream = Stream(sb, way, count, rate=1000).start()
+        sent, got = stream.reports()
+        assert_complete(stream, sent, got)
+        bridge.counted({way.label: count})
+        syncs[usecs] = rx_syncs(bridge, sb.wire_port)
+        assert bridge.stop().directions[way.label] == (count, sent["frame_bytes"], 0)
+    assert syncs["0"] >= count, syncs
+    assert syncs["10000"] * 3 < syncs["0"], syncs
+
+
+def test_sparse_traffic_is_not_held_back_by_coalescing(sb: Sandbox) -> None:
+    # a ping and its answer, 0.2 s apart, are no sustained load: with 10 ms of
+    # coalescing allowed, a crossing held back would add 10 ms to every round trip
+    bridge = Bridge(sb, "--rx-usecs", "10000")
+    way = ways(sb)[0]
+    report = traffic.read_report(ping(sb, way, count=9), TRAFFIC_TIMEOUT)
+    assert report["received"] == 9, report
+    rtts = sorted(report["rtt_ms"])
+    assert rtts[len(rtts) // 2] < 10.0, rtts
+    bridge.stop()
+
+
 def test_every_frame_size_from_60_to_1514_bytes(sb: Sandbox) -> None:
     lo, hi = 60 - OVERHEAD, 1514 - OVERHEAD  # UDP payloads 18..1472: every frame size once
     count = hi - lo + 1

@@ -88,6 +88,7 @@ def test_burst_bounds_are_accepted(value: str) -> None:
     ("--duration", "0"), ("--duration", "-1"), ("--duration", "soon"),
     ("--count", "0"), ("--count", "-5"),
     ("--poll-timeout", "0"), ("--poll-timeout", "1001"),
+    ("--rx-usecs", "-1"), ("--rx-usecs", "10001"), ("--rx-usecs", "0.5"),
     ("--wait-link", "-1"), ("--interval", "0.01"),
     ("--metrics-listen", "99999"), ("--metrics-listen", "::1:9417"),
 ])
@@ -416,3 +417,19 @@ def test_installed_output_into_a_closed_pipe(env: dict[str, str]) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert err == ""
+
+
+def test_rx_usecs_reaches_the_bridge_with_the_engines_default_and_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from nmbridge import engine, runner
+
+    seen: list[runner.BridgeOptions] = []
+    monkeypatch.setattr(runner, "run_bridge", seen.append)
+    base = ["bridge", "-i", "tap:x", "-i", "tap:y", "--stats-dir", str(tmp_path)]
+    for extra in ([], ["--rx-usecs", "0"], ["--rx-usecs", str(engine.RX_USECS_MAX)]):
+        result = CliRunner().invoke(cli.cli, [*base, *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert [o.rx_usecs for o in seen] == [engine.DEFAULT_RX_USECS, 0, engine.RX_USECS_MAX]
+    result = CliRunner().invoke(cli.cli, [*base, "--rx-usecs", str(engine.RX_USECS_MAX + 1)])
+    assert result.exit_code == USAGE

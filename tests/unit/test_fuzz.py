@@ -120,6 +120,7 @@ def check_reached(opts: runner.BridgeOptions) -> None:
     assert opts.wait_link >= 0 and opts.interval >= 0.1
     assert opts.duration is None or opts.duration > 0
     assert 1 <= opts.burst <= 8192 and 1 <= opts.poll_timeout_ms <= 1000
+    assert opts.rx_usecs is not None and 0 <= opts.rx_usecs <= 10000
     assert opts.count is None or opts.count >= 1
     assert opts.name is None or valid_instance_name(opts.name), opts.name
 
@@ -140,7 +141,7 @@ PORTS = st.one_of(
                      "netmap:eth0@conf:rings=4", "eth0", "-", "--help", "-i"]),
 )
 OPTIONS = {
-    "--burst": NUMBERS, "--wait-link": NUMBERS, "--poll-timeout": NUMBERS,
+    "--burst": NUMBERS, "--wait-link": NUMBERS, "--poll-timeout": NUMBERS, "--rx-usecs": NUMBERS,
     "--duration": NUMBERS, "--count": NUMBERS, "--interval": NUMBERS,
     "--name": st.one_of(TEXT, st.sampled_from(["a", ".hidden", "x" * 64, "x" * 65, "a/b",
                                                 "..", "eth0^", "vale0:a{1"])),

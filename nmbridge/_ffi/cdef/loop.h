@@ -7,6 +7,7 @@ struct nmb_bridge {
 	struct nmb_port *port[2];
 	int zerocopy;
 	int busy;
+	uint32_t coalesce_us;
 	uint32_t burst;
 	int poll_timeout_ms;
 	int stop;

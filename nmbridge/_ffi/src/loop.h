@@ -13,12 +13,16 @@
 #define NMB_RUN_LIMIT 2   /* the frame count was reached */
 #define NMB_RUN_SIGNAL 3  /* a signal interrupted poll(): let Python run its handlers */
 
+#define NMB_COALESCE_AFTER 8       /* fast wake-ups in a row before the loop coalesces */
 #define NMB_PERSISTENT_ERROR_MS 5000 /* ring errors for this long, without a break: the port failed */
 
 struct nmb_bridge {
 	struct nmb_port *port[2];
 	int zerocopy;
 	int busy;                 /* never sleep: poll with timeout 0 */
+	uint32_t coalesce_us;     /* emulated ports: gather frames this long between wake-ups under load (0: off) */
+	uint32_t coalesce_streak; /* wake-ups in a row less than coalesce_us apart */
+	uint64_t last_wake_ns;    /* when poll() last returned with events */
 	uint32_t burst;
 	int poll_timeout_ms;
 	int stop;                 /* set from any thread to end nmb_bridge_run */
