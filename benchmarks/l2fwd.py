@@ -17,14 +17,17 @@ received, loss = the difference; busy = the bridge core's non-idle share
 (/proc/stat), and delivered frames per busy second of it.
 
 Modes, interleaved round by round: `default` (nmbridge sleeps in poll()),
-`busy-poll` (nmbridge --busy-poll), `kernel-bridge` (a Linux bridge in the
-same namespace, a reference every Linux box has), and `command`: any other
-forwarder, --dut-command run by bash in the bridge's namespace on its core,
-with NMBB_IN=d0 and NMBB_OUT=d1 in its environment. --rate offers a fixed
+`busy-poll` (nmbridge --busy-poll), and two references every Linux box has,
+in the same namespace: `kernel-bridge` (a Linux bridge) and `tc-mirred` (tc
+ingress on d0 redirecting every frame to d1). Each `--peer NAME=CMD` adds a
+mode NAME: any other forwarder, CMD run by bash in the bridge's namespace on
+its core, with NMBB_IN=d0 and NMBB_OUT=d1 in its environment. nmbridge's
+delivered frames/s are reported as a ratio to every other mode, per round
+(the same minute of the same machine), then the median. --rate offers a fixed
 rate, for the CPU cost of a load every forwarder keeps up with.
 
     .venv/bin/python benchmarks/l2fwd.py [--runs 3] [--duration 5] [--rate 80000]
-        [--modes default,busy-poll,kernel-bridge,command --dut-command 'CMD']
+        [--modes default,busy-poll,kernel-bridge,tc-mirred] [--peer NAME='CMD' ...]
 
 Needs root. Prints a table, then one JSON line.
 """
@@ -48,7 +51,9 @@ SINK_MAC = "02:4e:4d:42:00:03"    # s0
 D0_MAC = "02:4e:4d:42:00:10"
 D1_MAC = "02:4e:4d:42:00:11"
 
-MODES = ("default", "busy-poll", "kernel-bridge", "command")
+NMBRIDGE_MODES = ("default", "busy-poll")
+KERNEL_MODES = ("kernel-bridge", "tc-mirred")
+MODES = NMBRIDGE_MODES + KERNEL_MODES
 
 
 @dataclass
@@ -119,14 +124,21 @@ class Lab:
                 sb.exec(ns, "ip", "link", "set", port, "master", "br0")
             sb.exec(ns, "ip", "link", "set", "br0", "up")
             return None
-        if mode == "command":
+        if mode == "tc-mirred":
+            sb = self.sandbox
+            sb.exec(ns, "tc", "qdisc", "add", "dev", "d0", "ingress")
+            sb.exec(ns, "tc", "filter", "add", "dev", "d0", "parent", "ffff:", "protocol", "all",
+                    "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect",
+                    "dev", "d1")
+            return None
+        if mode in a.peers:
             # exec: the forwarder itself is the process measured and stopped
             env = dict(os.environ, NMBB_IN="d0", NMBB_OUT="d1")
-            proc = self.sandbox.spawn(ns, ["bash", "-c", f"exec {a.dut_command}"], cpu=a.dut_cpu,
+            proc = self.sandbox.spawn(ns, ["bash", "-c", f"exec {a.peers[mode]}"], cpu=a.dut_cpu,
                                       stdout=log, stderr=subprocess.STDOUT, env=env)
             time.sleep(a.dut_settle)
             if proc.poll() is not None:
-                raise RuntimeError(f"--dut-command exited with status {proc.returncode}")
+                raise RuntimeError(f"peer {mode} exited with status {proc.returncode}")
             return proc
         name = f"l2fwd-{len(self.sandbox.procs)}-{time.monotonic_ns()}"
         proc = benchlib.start_bridge(self.sandbox, ns, a.nmbridge, self.work, name,
@@ -137,6 +149,9 @@ class Lab:
     def stop_dut(self, mode: str, proc: subprocess.Popen[Any] | None) -> int:
         if mode == "kernel-bridge":
             self.sandbox.exec(self.ns["dut"], "ip", "link", "del", "br0")
+            return 0
+        if mode == "tc-mirred":
+            self.sandbox.exec(self.ns["dut"], "tc", "qdisc", "del", "dev", "d0", "ingress")
             return 0
         assert proc is not None
         return self.sandbox.stop(proc)
@@ -227,6 +242,38 @@ def summarize(results: list[Result], modes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def same_round_ratios(results: list[Result], modes: list[str]) -> dict[str, dict[str, float]]:
+    """For each nmbridge mode, its delivered frames/s over each other mode's, round by
+    round (results are in round order, every mode once a round), then the median."""
+    by_mode = {m: [r for r in results if r.mode == m] for m in modes}
+    out: dict[str, dict[str, float]] = {}
+    for mode in modes:
+        if mode not in NMBRIDGE_MODES:
+            continue
+        out[mode] = {}
+        for other in modes:
+            if other == mode:
+                continue
+            same_round = [a.delivered_pps / b.delivered_pps
+                          for a, b in zip(by_mode[mode], by_mode[other]) if b.delivered_pps]
+            if same_round:
+                out[mode][other] = round(benchlib.median(same_round), 3)
+    return {m: r for m, r in out.items() if r}
+
+
+def parse_peers(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, str]:
+    peers: dict[str, str] = {}
+    for text in given:
+        name, sep, command = text.partition("=")
+        name = name.strip()
+        if not sep or not name or not command.strip() or "," in name:
+            parser.error(f"--peer {text!r}: give NAME=COMMAND")
+        if name in MODES or name in peers:
+            parser.error(f"--peer {name}: that name is taken")
+        peers[name] = command
+    return peers
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds (every mode once each)")
@@ -237,19 +284,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-len", type=int, default=60,
                         help="frame length without FCS, 60..1514")
     parser.add_argument("--modes", default="default,busy-poll",
-                        help=f"comma-separated, of {', '.join(MODES)}")
+                        help=f"comma-separated, of {', '.join(MODES)} and the peers' names "
+                             "(default: default,busy-poll and every --peer)")
     parser.add_argument("--gen-cpu", type=int, default=0)
     parser.add_argument("--dut-cpu", type=int, default=1, help="the bridge's core")
     parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
-    parser.add_argument("--dut-command", default=None,
-                        help="mode 'command': another forwarder from $NMBB_IN to $NMBB_OUT")
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=CMD",
+                        help="another forwarder from $NMBB_IN to $NMBB_OUT, measured as mode "
+                             "NAME (repeatable)")
     parser.add_argument("--dut-settle", type=float, default=2.0,
-                        help="mode 'command': seconds it gets to start, default 2")
+                        help="seconds a peer gets to start, default 2")
     benchlib.add_quiet_options(parser)
     args = parser.parse_args(argv)
-    modes = benchlib.parse_modes(parser, args.modes, MODES)
-    if ("command" in modes) != (args.dut_command is not None):
-        parser.error("mode 'command' and --dut-command go together")
+    args.peers = parse_peers(parser, args.peer)
+    if args.modes == parser.get_default("modes"):
+        args.modes = ",".join([*NMBRIDGE_MODES, *args.peers])
+    modes = benchlib.parse_modes(parser, args.modes, [*MODES, *args.peers])
+    if "tc-mirred" in modes and not shutil.which("tc"):
+        parser.error("mode tc-mirred needs tc (iproute2)")
     if not 60 <= args.frame_len <= 1514:
         parser.error("--frame-len must be 60..1514")
     benchlib.require_root()
@@ -270,17 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
     summary = summarize(results, modes)
 
-    ratios: dict[str, float] = {}
-    if "kernel-bridge" in modes:
-        for mode in modes:
-            same_run = [r.delivered_pps / k.delivered_pps
-                        for r, k in zip([x for x in results if x.mode == mode],
-                                        [x for x in results if x.mode == "kernel-bridge"])
-                        if k.delivered_pps]
-            ratios[mode] = round(benchlib.median(same_run), 3)
+    ratios = same_round_ratios(results, modes)
     for rec in summary:
-        if ratios:
-            rec["vs_kernel_bridge"] = ratios[rec["mode"]]
+        if rec["mode"] in ratios:
+            rec["delivered_vs"] = ratios[rec["mode"]]
 
     rate = f"{args.rate:,} frames/s offered" if args.rate else "generator at full speed"
     source = benchlib.busy_source(args.dut_cpu)
@@ -295,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
              s["loss_pct"], s["dut_busy_pct"], s["dut_busy_tick_pct"],
              s["delivered_per_busy_second"], s["bridge_process_pct"], s["gen_busy_pct"]]
             for s in summary]
-    if ratios:
-        headers.append("vs kernel bridge")
-        for row, s in zip(rows, summary):
-            row.append(s["vs_kernel_bridge"])
     print(benchlib.table(headers, rows))
+    if ratios:
+        others = list(next(iter(ratios.values())))
+        print("nmbridge's delivered frames/s as a ratio to each other mode (median of the "
+              "rounds' ratios):")
+        print(benchlib.table(["mode", *[f"/ {o}" for o in others]],
+                             [[mode, *[r.get(o, "") for o in others]]
+                              for mode, r in ratios.items()]))
     back = sum(s["frames_back_to_generator"] for s in summary)
     if back:
         print(f"warning: {back} frames went back out of d0 towards the generator")
@@ -310,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": background.summary(),
         "settings": {k: getattr(args, k) for k in
                      ("runs", "duration", "warmup", "rate", "frame_len", "gen_cpu", "dut_cpu")}
-                    | {"modes": modes, "dut_command": args.dut_command, "busy_from": source},
+                    | {"modes": modes, "peers": args.peers, "busy_from": source},
         "results": summary,
         "runs": [r.__dict__ | {"per_busy_second": round(r.per_busy_second)} for r in results],
     })
