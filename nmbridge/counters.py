@@ -302,6 +302,11 @@ def _read_counters(fd: int, path: str, ofs: int, area: int, seq_off: int, live: 
     raise _corrupt(path, "counters never settled (is the writer stuck mid-update?)")
 
 
+def _no_constant(name: str) -> Any:
+    # json reads NaN and Infinity, which no field of ours may hold (int() of one raises)
+    raise ValueError(f"{name} in the metadata")
+
+
 def _read_fd(fd: int, path: str) -> Snapshot:
     size = os.fstat(fd).st_size
     raw = os.pread(fd, _FIXED.size, 0)
@@ -320,7 +325,7 @@ def _read_fd(fd: int, path: str) -> Snapshot:
     if _FIXED.size + meta_len > size or meta_len > 1 << 20:
         raise _corrupt(path, "truncated stats file (metadata)")
     try:
-        meta = json.loads(os.pread(fd, meta_len, _FIXED.size))
+        meta = json.loads(os.pread(fd, meta_len, _FIXED.size), parse_constant=_no_constant)
         fields: list[str] = [str(f) for f in meta["fields"]]
         record_size = int(meta["record_size"])
         hdr_off: dict[str, int] = {k: int(v) for k, v in meta["counters_header"].items()}
@@ -333,7 +338,7 @@ def _read_fd(fd: int, path: str) -> Snapshot:
             raise TypeError("fields, rings and ports must be lists")
         if not all(isinstance(p, dict) for p in ports):
             raise TypeError("ports")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise _corrupt(path, f"bad metadata ({exc.__class__.__name__})") from None
     if (
         record_size < 8 * len(fields)
