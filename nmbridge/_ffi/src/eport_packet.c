@@ -47,6 +47,7 @@ struct nmb_packet_rings {
 	uint32_t tx_frame_size;
 	uint32_t tx_next;           /* the next TX ring frame to fill */
 	uint32_t tx_requested;      /* frames handed to the kernel and not yet seen back */
+	uint32_t tx_unsent;         /* of those, frames no send() has taken yet (SEND_REQUEST) */
 	uint32_t max_frame;
 };
 
@@ -375,13 +376,20 @@ static uint32_t tx_frames(const struct nmb_packet_rings *pk)
 	return (uint32_t)(pk->tx_map_size / pk->tx_frame_size);
 }
 
+/*
+ * Whether the socket's TX ring holds frames that need another send(): a
+ * frame send() took (TP_STATUS_SENDING) is the kernel's until its skb is
+ * freed, which on veth happens only once the peer has received it; waiting
+ * on it would turn every pass into a send() with nothing to send.
+ */
 int nmb_packet_tx_busy(const struct nmb_port *p)
 {
-	return p->pk->tx_requested != 0;
+	return p->pk->tx_unsent != 0;
 }
 
-/* At the stop: the frames handed to the socket's TX ring that the kernel has not
- * sent (the link went down first) go with the socket; returns how many. */
+/* At the stop: the frames handed to the socket's TX ring that no send() took (the
+ * link went down first) go with the socket; returns how many. Those send() took
+ * are on their way, as a NIC's frames are once it has them. */
 uint32_t nmb_packet_tx_discard(struct nmb_port *p)
 {
 	struct nmb_packet_rings *pk = p->pk;
@@ -389,11 +397,11 @@ uint32_t nmb_packet_tx_discard(struct nmb_port *p)
 
 	for (uint32_t k = 0; k < pk->tx_requested; k++) {
 		uint32_t i = (pk->tx_next + nframes - pk->tx_requested + k) % nframes;
-		if (__atomic_load_n(&tx_frame(pk, i)->tp_status, __ATOMIC_ACQUIRE) !=
-		    TP_STATUS_AVAILABLE)
+		if (__atomic_load_n(&tx_frame(pk, i)->tp_status, __ATOMIC_ACQUIRE) ==
+		    TP_STATUS_SEND_REQUEST)
 			n++;
 	}
-	pk->tx_requested = 0;
+	pk->tx_requested = pk->tx_unsent = 0;
 	return n;
 }
 
@@ -405,7 +413,7 @@ static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 
 	if (pk->tx_requested == 0)
 		return 0;
-	if (send(p->txfd, NULL, 0, MSG_DONTWAIT) < 0) {
+	if (pk->tx_unsent > 0 && send(p->txfd, NULL, 0, MSG_DONTWAIT) < 0) {
 		int e = errno;
 		if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ENOBUFS) {
 			int rc = nmb_eport_classify(p, e);
@@ -425,17 +433,18 @@ static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 		i++;
 	}
 	{
-		/* frames still queued (the device was busy) stay requested */
-		uint32_t still = 0;
+		/* frames not back yet stay requested; those send() did not take are unsent
+		 * (it takes them in ring order, and nobody else does) */
+		uint32_t still = 0, unsent = 0;
 		for (uint32_t k = 0; k < pk->tx_requested; k++) {
 			uint32_t i = (pk->tx_next + nframes - pk->tx_requested + k) % nframes;
-			if (__atomic_load_n(&tx_frame(pk, i)->tp_status, __ATOMIC_ACQUIRE) !=
-			    TP_STATUS_AVAILABLE)
+			uint32_t st = __atomic_load_n(&tx_frame(pk, i)->tp_status, __ATOMIC_ACQUIRE);
+			if (st != TP_STATUS_AVAILABLE && still == 0)
 				still = pk->tx_requested - k;
-			if (still)
-				break;
+			unsent += st == TP_STATUS_SEND_REQUEST;
 		}
 		pk->tx_requested = still;
+		pk->tx_unsent = unsent;
 	}
 	return 0;
 }
@@ -499,6 +508,7 @@ int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 		__atomic_store_n(&fh->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
 		pk->tx_next = pk->tx_next + 1 == nframes ? 0 : pk->tx_next + 1;
 		pk->tx_requested++;
+		pk->tx_unsent++;
 	}
 	rc = tx_kick(p, txs);
 	/* everything before hwcur is in the socket ring: hand the slots back */
