@@ -149,17 +149,21 @@ static uint32_t forward_dir(struct nmb_bridge *b, int from)
  * each wake-up costs a context switch and, on veth, an IPI per frame sent out.
  * Once NMB_COALESCE_AFTER wake-ups in a row came less than coalesce_us apart
  * (a sustained load, not a request and its answer), the loop sleeps
- * coalesce_us in user space instead of poll(): frames gather in the socket
- * rings, nobody is woken, and one pass takes them all. A sleep that brings
- * nothing ends it. Sparse traffic is never delayed.
+ * coalesce_us in user space instead of poll(), then makes one pass: frames
+ * gather in the socket rings, nobody is woken, and one pass and one send take
+ * them all. A sleep that brings nothing ends it. Sparse traffic is never
+ * delayed.
  */
 static int may_coalesce(const struct nmb_bridge *b, const int *up)
 {
 	if (b->coalesce_streak < NMB_COALESCE_AFTER || b->busy)
 		return 0;
-	for (int i = 0; i < 2; i++)
-		if (!is_emulated(b->port[i]) || !up[i] || nmb_eport_tx_pending(b->port[i]))
+	for (int i = 0; i < 2; i++) {
+		const struct nmb_port *p = b->port[i];
+		/* frames left on a ring (a burst's worth, or waiting for TX room) go first */
+		if (!is_emulated(p) || !up[i] || nmb_eport_tx_pending(p) || nmb_rx_pending(p->rx, p->nrx))
 			return 0;
+	}
 	return 1;
 }
 
@@ -275,10 +279,11 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 
 		/* wait, or let the kernel ports sync without sleeping */
 		int idle = got == 0 && moved == 0;
-		if (idle && may_coalesce(b, up)) {
-			if (napped) {
+		if (may_coalesce(b, up)) {
+			/* one pass a sleep: what arrives meanwhile waits for the next one */
+			if (idle && napped) {
 				b->coalesce_streak = 0; /* the sleep brought nothing: the load is over */
-			} else {
+			} else if (idle || napped) {
 				uint32_t us = b->coalesce_us < 1000000u ? b->coalesce_us : 999999u;
 				struct timespec ts = {0, (long)us * 1000L};
 				nanosleep(&ts, NULL);
