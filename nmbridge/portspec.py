@@ -614,6 +614,27 @@ _MODE_RINGS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
+#: flags that leave a port one way only, and why a bridge (both ways) cannot use it
+_ONE_WAY_FLAGS = (
+    ("NR_MONITOR_TX", "a monitor port only receives copies (netmap refuses its TX sync)"),
+    ("NR_MONITOR_RX", "a monitor port only receives copies (netmap refuses its TX sync)"),
+    ("NR_ZCOPY_MON", "a monitor port only receives copies (netmap refuses its TX sync)"),
+    ("NR_RX_RINGS_ONLY", "/R binds the RX rings only, and the bridge sends through the port too"),
+    ("NR_TX_RINGS_ONLY", "/T binds the TX rings only, and the bridge receives from the port too"),
+)
+
+
+def one_way_reason(spec: PortSpec) -> str | None:
+    """Why a port cannot carry frames both ways (its flags), or None if it can."""
+    req = spec.request
+    if req is None:
+        return None
+    for flag, why in _ONE_WAY_FLAGS:
+        if flag in req.nr_flags:
+            return why
+    return None
+
+
 def share_rings(a: PortSpec, b: PortSpec) -> bool:
     """Whether two kernel ports would bind a ring in common (a bridge between them would
     send frames back where they came from)."""

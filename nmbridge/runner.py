@@ -26,7 +26,13 @@ from nmbridge.counters import (
     stats_path,
 )
 from nmbridge.errors import NoSuchPort, PermissionDenied, UsageError
-from nmbridge.portspec import NIC_RING_KINDS, PortSpec, parse_port, share_rings
+from nmbridge.portspec import (
+    NIC_RING_KINDS,
+    PortSpec,
+    one_way_reason,
+    parse_port,
+    share_rings,
+)
 
 #: how long the C loop runs before Python looks at signals, the clock and the links
 LOOP_BUDGET_MS = 200
@@ -172,6 +178,9 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     specs = [parse_port(p) for p in opts.ports]
     name = opts.name if opts.name is not None else instance_name(opts.ports, opts.roles)
     stats_path(opts.stats_dir, name)  # a bad --name is a usage error before anything is made
+    for spec in specs:
+        if (why := one_way_reason(spec)) is not None:
+            raise UsageError(f"{spec.text}: {why}; nmbridge bridges both ways")
     if share_rings(*specs):
         raise UsageError(f"{specs[0].text} and {specs[1].text} are the same rings: a bridge "
                          "between them would send every frame back where it came from")

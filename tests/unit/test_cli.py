@@ -188,6 +188,27 @@ def test_two_ports_on_the_same_rings(a: str, b: str) -> None:
         "back where it came from")
 
 
+@pytest.mark.parametrize(("port", "why"), [
+    ("netmap:nmbnosuch0/r", "a monitor port only receives copies"),
+    ("netmap:nmbnosuch0/tz", "a monitor port only receives copies"),
+    ("vale0:a/t", "a monitor port only receives copies"),
+    ("netmap:nmbnosuch0/R", "/R binds the RX rings only"),
+    ("netmap:nmbnosuch0^/T", "/T binds the TX rings only"),
+])
+def test_one_way_ports_are_refused_before_anything_is_opened(port: str, why: str) -> None:
+    # whichever side it is on; without root or /dev/netmap: refused before either is opened
+    for ports in (("-i", port, "-i", "tap:t0"), ("-i", "tap:t0", "-i", port)):
+        msg = error_line(nmbridge(*ports), USAGE)
+        assert msg.startswith(f"{port}: {why}") and msg.endswith("; nmbridge bridges both ways")
+
+
+@pytest.mark.parametrize("port", ["netmap:eth0/x", "netmap:eth0@conf:rings=2", "vale0:a"])
+def test_two_way_flags_are_not_one_way(port: str) -> None:
+    from nmbridge.portspec import one_way_reason, parse_port
+
+    assert one_way_reason(parse_port(port)) is None
+
+
 @pytest.mark.parametrize("iface", ["eth0^", "netmap:eth0^", "eth0*", "eth0/x", "vale0:a",
                                    "netmap:", "pipe{1"])
 def test_iface_must_be_an_interface_name(iface: str) -> None:
