@@ -242,9 +242,10 @@ def summarize(results: list[Result], modes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def same_round_ratios(results: list[Result], modes: list[str]) -> dict[str, dict[str, float]]:
-    """For each nmbridge mode, its delivered frames/s over each other mode's, round by
-    round (results are in round order, every mode once a round), then the median."""
+def same_round_ratios(results: list[Result], modes: list[str],
+                      key: str = "delivered_pps") -> dict[str, dict[str, float]]:
+    """For each nmbridge mode, its figure `key` over each other mode's, round by round
+    (results are in round order, every mode once a round), then the median."""
     by_mode = {m: [r for r in results if r.mode == m] for m in modes}
     out: dict[str, dict[str, float]] = {}
     for mode in modes:
@@ -254,8 +255,8 @@ def same_round_ratios(results: list[Result], modes: list[str]) -> dict[str, dict
         for other in modes:
             if other == mode:
                 continue
-            same_round = [a.delivered_pps / b.delivered_pps
-                          for a, b in zip(by_mode[mode], by_mode[other]) if b.delivered_pps]
+            same_round = [getattr(a, key) / getattr(b, key)
+                          for a, b in zip(by_mode[mode], by_mode[other]) if getattr(b, key)]
             if same_round:
                 out[mode][other] = round(benchlib.median(same_round), 3)
     return {m: r for m, r in out.items() if r}
@@ -323,9 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(results, modes)
 
     ratios = same_round_ratios(results, modes)
+    # at a rate everybody keeps up with, what differs is the CPU it takes
+    cpu_ratios = same_round_ratios(results, modes, "dut_busy_pct") if args.rate else {}
     for rec in summary:
         if rec["mode"] in ratios:
             rec["delivered_vs"] = ratios[rec["mode"]]
+        if rec["mode"] in cpu_ratios:
+            rec["core_busy_vs"] = cpu_ratios[rec["mode"]]
 
     rate = f"{args.rate:,} frames/s offered" if args.rate else "generator at full speed"
     source = benchlib.busy_source(args.dut_cpu)
@@ -341,13 +346,14 @@ def main(argv: list[str] | None = None) -> int:
              s["delivered_per_busy_second"], s["bridge_process_pct"], s["gen_busy_pct"]]
             for s in summary]
     print(benchlib.table(headers, rows))
-    if ratios:
-        others = list(next(iter(ratios.values())))
-        print("nmbridge's delivered frames/s as a ratio to each other mode (median of the "
-              "rounds' ratios):")
+    for what, table in (("delivered frames/s", ratios), ("bridge core busy %", cpu_ratios)):
+        if not table:
+            continue
+        others = [m for m in modes if any(m in r for r in table.values())]
+        print(f"nmbridge's {what} as a ratio to each other mode's (median of the rounds' "
+              "ratios):")
         print(benchlib.table(["mode", *[f"/ {o}" for o in others]],
-                             [[mode, *[r.get(o, "") for o in others]]
-                              for mode, r in ratios.items()]))
+                             [[mode, *[r.get(o) for o in others]] for mode, r in table.items()]))
     back = sum(s["frames_back_to_generator"] for s in summary)
     if back:
         print(f"warning: {back} frames went back out of d0 towards the generator")
