@@ -27,6 +27,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import mmap
 import os
 import stat
@@ -307,6 +308,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} in the metadata")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)  # 1e400 is infinity
+    if not math.isfinite(value):
+        raise ValueError(f"{text} in the metadata")
+    return value
+
+
 def _read_fd(fd: int, path: str) -> Snapshot:
     size = os.fstat(fd).st_size
     raw = os.pread(fd, _FIXED.size, 0)
@@ -325,7 +333,8 @@ def _read_fd(fd: int, path: str) -> Snapshot:
     if _FIXED.size + meta_len > size or meta_len > 1 << 20:
         raise _corrupt(path, "truncated stats file (metadata)")
     try:
-        meta = json.loads(os.pread(fd, meta_len, _FIXED.size), parse_constant=_no_constant)
+        meta = json.loads(os.pread(fd, meta_len, _FIXED.size), parse_constant=_no_constant,
+                          parse_float=_finite_float)
         fields: list[str] = [str(f) for f in meta["fields"]]
         record_size = int(meta["record_size"])
         hdr_off: dict[str, int] = {k: int(v) for k, v in meta["counters_header"].items()}
@@ -371,7 +380,7 @@ def _read_fd(fd: int, path: str) -> Snapshot:
                 host=bool(rm.get("host", False)),
                 values=dict(zip(fields, vals)),
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise _corrupt(path, "bad ring metadata") from None
         if ring.direction not in ("rx", "tx") or not 0 <= ring.port < len(ports):
             raise _corrupt(path, "bad ring metadata")

@@ -452,9 +452,14 @@ CORRUPT: dict[str, tuple[dict[str, Any], str]] = {
                            "bad record layout"),
     "seq-negative": ({"meta": _meta(counters_header={**HEADER, "seq": -8})}, "bad record layout"),
     "record-too-small": ({"meta": _meta(record_size=8)}, "bad record layout"),
-    "record-size-infinite": ({"meta": b'{"record_size": Infinity}'}, "bad metadata"),
-    "header-size-nan": ({"meta": json.dumps(_meta(counters_header_size=float("nan"))).encode()},
-                        "bad metadata"),
+    # json writes these as Infinity and NaN; 1e400 reads as infinity too
+    "record-size-infinite": ({"meta": _meta(record_size=float("inf"))}, "bad metadata"),
+    "header-size-1e400": ({"meta": json.dumps(_meta()).replace(
+        f'"counters_header_size": {HEADER_SIZE}', '"counters_header_size": 1e400').encode()},
+        "bad metadata"),
+    "ring-port-1e400": ({"meta": json.dumps(_meta(rings=[{"port": 0, "direction": "rx",
+                                                          "ring": 0}])).replace(
+        '"port": 0', '"port": 1e400').encode()}, "bad metadata"),
     "counters-overlap-metadata": ({"counters_ofs": 16}, "bad record layout"),
     "ring-bad-direction": ({"meta": _meta(rings=[{"port": 0, "direction": "up", "ring": 0}])},
                            "bad ring metadata"),
