@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="offered frames/s (default: as fast as the generator goes)")
     parser.add_argument("--frame-len", type=int, default=60,
                         help="frame length without FCS, 60..1514")
-    parser.add_argument("--modes", default="default,busy-poll",
+    parser.add_argument("--modes", default=None,
                         help=f"comma-separated, of {', '.join(MODES)} and the peers' names "
                              "(default: default,busy-poll and every --peer)")
     parser.add_argument("--gen-cpu", type=int, default=0)
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     benchlib.add_quiet_options(parser)
     args = parser.parse_args(argv)
     args.peers = parse_peers(parser, args.peer)
-    if args.modes == parser.get_default("modes"):
+    if args.modes is None:
         args.modes = ",".join([*NMBRIDGE_MODES, *args.peers])
     modes = benchlib.parse_modes(parser, args.modes, [*MODES, *args.peers])
     if "tc-mirred" in modes and not shutil.which("tc"):
