@@ -395,6 +395,52 @@ def test_sigterm_mid_traffic_flushes_prints_totals_and_exits_0(sb: Sandbox) -> N
         assert got["first_missing"][0] == frames  # the first ones, none skipped
 
 
+#: the engine alone in the bridge namespace: its ports open, its loop never run, then
+#: the flush a stop ends with; prints what the flush did as one JSON line
+FLUSH_ONLY = """
+import json, sys
+from nmbridge.engine import Bridge, close_ports, open_ports
+from nmbridge.portspec import parse_port
+ports = open_ports([parse_port(name) for name in sys.argv[1:3]])
+bridge = Bridge(*ports)
+print("ready", flush=True)
+sys.stdin.readline()
+dropped = bridge.flush(1000)
+rings = [f"{r.port}{r.direction}" for r in bridge.rings()]
+print(json.dumps({"dropped": dropped, "forwarded": bridge.forwarded,
+                  "rings": dict(zip(rings, bridge.counters()))}), flush=True)
+bridge.close()
+close_ports(ports)
+"""
+
+
+def test_a_stop_forwards_what_the_sockets_already_hold(sb: Sandbox) -> None:
+    """Frames the kernel put in the packet: socket's ring and the TAP's queue before the
+    stop, that no pass of the loop took: the flush takes them in and forwards them (they
+    used to go with the sockets, neither forwarded nor counted). The loop never runs
+    here, so every frame is still in a socket when the flush starts."""
+    count = 200  # fewer than a TAP queues (500) or an RX ring holds (1023)
+    engine = sb.popen(sb.bridge_ns, [sys.executable, "-c", FLUSH_ONLY, sb.wire_port,
+                                     sb.host_port],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert engine.stdin is not None and engine.stdout is not None
+    assert engine.stdout.readline() == "ready\n"
+    running = streams(sb, count, "--size", "200", recv_timeout=15)
+    sent = [traffic.read_report(s.send, TRAFFIC_TIMEOUT) for s in running if s.send]
+    wait_for("the frames in nmbv0's socket", lambda: json.loads(sb.ip(
+        sb.bridge_ns, "-s", "-j", "link", "show", "dev", sb.veth_if).stdout)[0]["stats64"][
+        "rx"]["packets"] >= count, TRAFFIC_TIMEOUT)
+    engine.stdin.write("stop\n")
+    engine.stdin.flush()
+    flushed = json.loads(engine.stdout.readline())
+    assert engine.wait(STOP_TIMEOUT) == 0
+    for stream, report in zip(running, sent):
+        assert_complete(stream, report, traffic.read_report(stream.recv, 30))
+    assert (flushed["dropped"], flushed["forwarded"]) == (0, 2 * count), flushed
+    assert [(r["frames"], r["drop_rx"], r["drop_tx"]) for r in flushed["rings"].values()] == [
+        (count, 0, 0)] * 4, flushed
+
+
 def test_duration_stops_the_bridge(sb: Sandbox) -> None:
     bridge = Bridge(sb, "--duration", "2")
     pings = [ping(sb, way) for way in ways(sb)]

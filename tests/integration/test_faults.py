@@ -5,7 +5,8 @@ namespaces (nmbridge.sandbox: a veth "wire" and a TAP "host stack", 198.18.0.0/1
   the stats file removed;
 - a link down and up under traffic: the bridge waits (state link-wait), goes on, and
   every frame is delivered or counted; SIGTERM while the link is down: the frames that
-  waited for it are counted as dropped, not lost;
+  waited for it are counted as dropped, not lost; and what already waited in an
+  emulated port's socket (a packet: socket's ring, a TAP's queue) at the stop too;
 - SIGTERM under load: the TX rings flushed (every frame nmbridge moved left it), exit
   0 within STOP_BOUND seconds (measured and printed);
 - SIGKILL, then a restart under the same --name: the stale stats file is shown as
@@ -26,8 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_lab import NMBRIDGE, Lab, Ledger, Stream, account, delta, wait_for
+from reliability_lab import NMBRIDGE, PAYLOAD_RANGE, Lab, Ledger, Stream, account, delta, wait_for
 
+from nmbridge import traffic
+from nmbridge.engine import DEFAULT_SLOTS
 from nmbridge.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
@@ -38,6 +41,9 @@ STOP_BOUND = 1.0
 #: an interface deleted to the bridge's exit: the loop sees it within its 200 ms budget
 GONE_BOUND = 2.0
 PACED_FPS = 4000
+#: frames beyond what the bridge's RX and TX rings hold (DEFAULT_SLOTS - 1 each), left
+#: waiting in the socket: fewer than a TAP queues (500)
+SOCKET_LEFT = 300
 
 
 @pytest.fixture
@@ -178,6 +184,58 @@ def test_sigterm_while_a_link_is_down_counts_what_waited(lab: Lab) -> None:
         bridge.log()
     assert_balanced(ledgers, {"host->wire": ("into nmbridge", "through nmbridge",
                                              "out of nmbridge")})
+
+
+@pytest.mark.parametrize("source", ["packet", "tap"])
+def test_frames_still_in_a_socket_at_the_stop_are_counted(lab: Lab, source: str) -> None:
+    """What the kernel already put in an emulated port's socket (a packet: socket's
+    ring, a TAP's queue) and the bridge could not take by the stop is counted as drop_rx
+    (it used to go with the socket, uncounted). The other port's link is down: the
+    bridge's rings fill, the rest waits in the socket until SIGTERM."""
+    sb = lab.sb
+    bridge = lab.start_bridge(name="queued")
+    bridge.hold_stats()
+    wire_to_host, host_to_wire = lab.streams()
+    if source == "packet":
+        stream, down, rx_port = wire_to_host, sb.tap_if, sb.wire_port
+    else:
+        stream, down, rx_port = host_to_wire, sb.veth_if, sb.host_port
+    before = lab.counters()
+    sb.set_link(sb.bridge_ns, down, False)
+    wait_for("state link-wait", lambda: bridge.stats()["state"] == "link-wait", 5,
+             bridge.proc, bridge.log)
+    count = 2 * (DEFAULT_SLOTS - 1) + SOCKET_LEFT
+    send = sb.popen(stream.src_ns, traffic.command(
+        "udp-send", stream.dst_addr, "--count", str(count), "--port", str(stream.port),
+        "--rate", f"{2 * PACED_FPS}", "--size-range", PAYLOAD_RANGE, "--timeout", "30"),
+        stdout=subprocess.PIPE, text=True)
+    stream.sends.append(traffic.read_report(send, 60))
+    # the bridge takes what its rings hold (txfull goes on counting); the rest waits
+    seen: list[list[int]] = []
+
+    def rings_full() -> bool:
+        seen.append([r["frames"] + r["drops"] for r in bridge.stats()["rings"]])
+        return len(seen) > 1 and seen[-1] == seen[-2] and sum(seen[-1]) > 0
+
+    wait_for("the bridge's rings to fill", rings_full, 10, bridge.proc, bridge.log, step=0.3)
+    status, took = bridge.stop()
+    kernel = delta(lab.counters(), before)
+    inst = bridge.final_stats()
+    (ledger,) = account(lab, [stream], inst, kernel)
+    books = ledger.describe()
+    print(f"\nfaults: SIGTERM with {count} frames sent to {rx_port}, {down} down: exit "
+          f"{status} after {took * 1000:.0f} ms\n{books}")
+    assert status == 0, bridge.log()
+    assert took < STOP_BOUND
+    assert stream.sent == count, stream.sends
+    # delivered (none) + every drop counted = what the kernel handed to the socket
+    assert ledger.unaccounted() == {}, books
+    (rx_ring,) = [r for r in inst["rings"]
+                  if r["port_name"] == rx_port and r["direction"] == "rx"]
+    assert rx_ring["drops_by_reason"]["rx"] > DEFAULT_SLOTS - 1, books  # not only the ring's
+    direction = next(d for d in inst["directions"] if d["label"].startswith(rx_port))
+    assert f"{direction['drops']} frames could not be forwarded before the stop" in \
+        bridge.log()
 
 
 # ------------------------------------------------------------------ signals

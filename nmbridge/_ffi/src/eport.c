@@ -8,8 +8,12 @@
 #include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "eport.h"
+
+/* the most frames read off a socket at the stop: a sender that goes on cannot hold it */
+#define NMB_STOP_DRAIN_MAX 65536u
 
 int nmb_ifindex_exists(int ifindex)
 {
@@ -253,6 +257,28 @@ uint32_t nmb_eport_tx_discard(struct nmb_port *p, struct nmb_ring_stats *txs)
 	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
 		n += nmb_packet_tx_discard(p);
 	txs->drop_tx += n;
+	return n;
+}
+
+/*
+ * At the stop, after the last import: the frames the kernel already queued for
+ * the port (a packet socket's ring, a TAP's queue) that did not come in (no
+ * room on the RX ring, the peer's link down, the time up) go with it, counted
+ * as drop_rx. A port the loop must keep out of (may_enter 0: its link is down)
+ * is only looked at where that takes no system call: a packet socket's ring is
+ * in our memory. Returns how many.
+ */
+uint32_t nmb_eport_rx_discard(struct nmb_port *p, struct nmb_ring_stats *rxs, int may_enter)
+{
+	uint32_t n = 0;
+
+	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
+		n = nmb_packet_rx_discard(p);
+	else if (may_enter)
+		/* a frame longer than the buffer is cut to it and still taken off whole */
+		while (n < NMB_STOP_DRAIN_MAX && read(p->fd, rx_overflow, sizeof(rx_overflow)) >= 0)
+			n++;
+	rxs->drop_rx += n;
 	return n;
 }
 

@@ -12,6 +12,7 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs);
 int nmb_packet_tx_busy(const struct nmb_port *p);
 uint32_t nmb_packet_tx_discard(struct nmb_port *p);
+uint32_t nmb_packet_rx_discard(struct nmb_port *p);
 int nmb_eport_classify(struct nmb_port *p, int err);
 int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len,
 			    uint32_t start, uint32_t offset);

@@ -276,6 +276,20 @@ static void rx_advance(struct nmb_packet_rings *pk)
 	pk->rx_next = pk->rx_next + 1 == pk->rx_frames ? 0 : pk->rx_next + 1;
 }
 
+/* At the stop: the frames the socket's RX ring still holds, handed back; returns how
+ * many. One lap at the most: what the kernel writes behind us is its own. */
+uint32_t nmb_packet_rx_discard(struct nmb_port *p)
+{
+	struct nmb_packet_rings *pk = p->pk;
+	uint32_t n = 0;
+
+	while (n < pk->rx_frames && rx_next(pk) != NULL) {
+		rx_advance(pk);
+		n++;
+	}
+	return n;
+}
+
 /* copy len bytes into the slots from dst on, NS_MOREFRAG on all but the last */
 static uint32_t put_frame(struct netmap_ring *ring, uint32_t dst, const uint8_t *head,
 			  uint32_t head_len, const uint8_t *rest, uint32_t rest_len)

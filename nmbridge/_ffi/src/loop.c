@@ -411,14 +411,45 @@ static uint32_t drop_rx_leftovers(struct netmap_ring *rx, struct nmb_rx_state *s
 }
 
 /*
- * Stop: move what the RX rings still hold (to ports that can take it, the
- * count limit still applying), push the TX rings out until they are empty or
- * timeout_ms passes, then count what is left as dropped: frames on RX rings
- * as drop_rx, frames an emulated port did not transmit (its link down, its
- * interface gone, the time up) as drop_tx. Nothing the bridge accepted is
- * lost uncounted. Never fails: a port that fails here keeps its frames
- * counted and is reported in failed_port/failed_err if nothing failed before.
- * Returns the frames dropped at the stop.
+ * At the stop, what the sockets of the emulated ports already hold (a packet
+ * socket's ring, a TAP's queue) comes in once more, as far as the RX ring has
+ * room, to be forwarded with the rest. Not from a port that is blocked or
+ * whose peer is: the frames would only wait. At most a ring's worth of frames
+ * per port, so that a sender that goes on cannot hold the stop.
+ */
+static void import_at_stop(struct nmb_bridge *b, int *blocked)
+{
+	for (int i = 0; i < 2; i++) {
+		struct nmb_port *p = b->port[i];
+		uint32_t got = 0;
+		int r;
+
+		if (!is_emulated(p) || blocked[i] || blocked[1 - i])
+			continue;
+		do {
+			r = nmb_eport_rxsync(p, &b->stats[p->stats_rx]);
+			got += r > 0 ? (uint32_t)r : 0;
+		} while (r > 0 && got < p->rx[0]->num_slots && nmb_eport_rx_room(p));
+		if (r < 0) {
+			blocked[i] = 1;
+			if (b->failed_port < 0)
+				fail(b, i, -r);
+		}
+	}
+}
+
+/*
+ * Stop: import what the emulated ports' sockets already hold, move what the
+ * RX rings hold (to ports that can take it, the count limit still applying),
+ * push the TX rings out until they are empty or timeout_ms passes, then count
+ * what is left as dropped: frames on RX rings, and those still in an emulated
+ * port's socket (no room, link down, time up), as drop_rx; frames an emulated
+ * port did not transmit (its link down, its interface gone, the time up) as
+ * drop_tx. Nothing the bridge accepted is lost uncounted: what the kernel
+ * queues for a socket after that was never ours. Never fails: a port that
+ * fails here keeps its frames counted and is reported in
+ * failed_port/failed_err if nothing failed before. Returns the frames dropped
+ * at the stop.
  */
 int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 {
@@ -426,6 +457,9 @@ int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 	int blocked[2] = {0, 0};
 	uint32_t dropped = 0;
 
+	for (int i = 0; i < 2; i++)
+		blocked[i] = link_down(b->port[i]);
+	import_at_stop(b, blocked);
 	for (;;) {
 		int pending = 0;
 		uint32_t moved = 0;
@@ -483,8 +517,13 @@ int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 			b->stats[p->stats_rx + r].drop_rx += n;
 			dropped += n;
 		}
-		if (is_emulated(p))
+		if (is_emulated(p)) {
+			int enter = !blocked[i] && !link_down(p);
+
+			dropped += nmb_eport_rx_discard(p, &b->stats[p->stats_rx], enter);
+			nmb_eport_collect_drops(p, &b->stats[p->stats_rx]);
 			dropped += nmb_eport_tx_discard(p, &b->stats[p->stats_tx]);
+		}
 	}
 	b->state = NMB_STATE_STOPPED;
 	nmb_bridge_publish(b);

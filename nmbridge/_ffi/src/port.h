@@ -90,6 +90,7 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs);
 int nmb_eport_tx_pending(const struct nmb_port *p);
 uint32_t nmb_eport_tx_discard(struct nmb_port *p, struct nmb_ring_stats *txs);
+uint32_t nmb_eport_rx_discard(struct nmb_port *p, struct nmb_ring_stats *rxs, int may_enter);
 int nmb_eport_rx_room(const struct nmb_port *p);
 int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_ifindex_exists(int ifindex);

@@ -15,7 +15,7 @@ struct nmb_ring_stats {
 	uint64_t drop_oversize; /* frames dropped: a slot longer than the destination buffer, or truncated */
 	uint64_t drop_chain;    /* frames dropped: a NS_MOREFRAG chain that is too long or never ends */
 	uint64_t drop_rx;       /* frames the port lost before they reached the ring (socket or kernel drops),
-				   or that were still on it when the bridge stopped */
+				   or that were still on it, or in the port's socket, when the bridge stopped */
 	uint64_t drop_tx;       /* frames the port failed to transmit, or could not before the stop */
 	uint64_t txfull;        /* times the TX ring was full while frames waited on this RX ring */
 	uint64_t syncs;         /* syncs of this ring */
