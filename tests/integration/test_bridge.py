@@ -506,3 +506,20 @@ def test_link_flap_does_not_stop_the_bridge(sb: Sandbox, side: str) -> None:
     totals = bridge.stop()
     assert all(dropped == 0 for _, _, dropped in totals.directions.values())
 
+
+
+def test_back_to_back_requests_and_answers_are_not_held_back(sb: Sandbox) -> None:
+    # pings back to back: every wake-up comes well within 10 ms of the last, but
+    # each sleep would gather one frame, the next request waiting on the answer:
+    # coalescing must give up on it (a crossing held back adds 10 ms to a round trip)
+    bridge = Bridge(sb, "--rx-usecs", "10000")
+    way = ways(sb)[0]
+    proc = sb.popen(way.src_ns, traffic.command(
+        "ping", way.dst_addr, "--count", "200", "--interval", "0.0001", "--wait", "5"),
+        stdout=subprocess.PIPE, text=True)
+    report = traffic.read_report(proc, TRAFFIC_TIMEOUT)
+    assert report["received"] == 200, report
+    held = [rtt for rtt in report["rtt_ms"] if rtt >= 10.0]
+    # it tries again after a run of fast wake-ups that doubles each time: 8, 16, ...
+    assert len(held) <= 10, sorted(report["rtt_ms"])[-20:]
+    bridge.stop()

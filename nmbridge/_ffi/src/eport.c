@@ -138,6 +138,7 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	nmsg = room / p->frags;
 	if (nmsg > NMB_BATCH)
 		nmsg = NMB_BATCH;
+	p->rx_more = 1; /* until a read says otherwise */
 	if (nmsg == 0)
 		return 0;
 	for (uint32_t m = 0; m < nmsg; m++) {
@@ -170,8 +171,10 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	}
 	got = p->kind == NMB_PORT_TAP ? nmb_tap_recv(p, p->msgs, nmsg)
 				      : nmb_packet_recv(p, p->msgs, nmsg);
+	p->rx_more = got == (int)nmsg; /* a full batch: there may be more */
 	if (got < 0) {
 		int e = -got;
+		p->rx_more = 0;
 		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
 			return 0;
 		rxs->errors++;

@@ -375,6 +375,7 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		got++;
 	}
 	ring->tail = kr->hwtail;
+	p->rx_more = rx_next(pk) != NULL; /* the RX ring had no room for them */
 	return (int)got;
 }
 

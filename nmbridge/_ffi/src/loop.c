@@ -51,6 +51,7 @@ struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32
 	br->port[1] = b;
 	br->burst = burst;
 	br->poll_timeout_ms = 100;
+	br->coalesce_after = NMB_COALESCE_AFTER;
 	br->failed_port = -1;
 	n = 0;
 	for (int i = 0; i < 2; i++) {
@@ -156,12 +157,15 @@ static uint32_t forward_dir(struct nmb_bridge *b, int from)
  */
 static int may_coalesce(const struct nmb_bridge *b, const int *up)
 {
-	if (b->coalesce_streak < NMB_COALESCE_AFTER || b->busy)
+	if (b->coalesce_streak < b->coalesce_after || b->busy || !b->coalesce_us ||
+	    (b->count_limit && b->forwarded >= b->count_limit))
 		return 0;
 	for (int i = 0; i < 2; i++) {
 		const struct nmb_port *p = b->port[i];
-		/* frames left on a ring (a burst's worth, or waiting for TX room) go first */
-		if (!is_emulated(p) || !up[i] || nmb_eport_tx_pending(p) || nmb_rx_pending(p->rx, p->nrx))
+		/* frames left in a socket or on a ring (no room, a burst's worth, waiting
+		 * for TX room) go first */
+		if (!is_emulated(p) || !up[i] || p->rx_more || nmb_eport_tx_pending(p) ||
+		    nmb_rx_pending(p->rx, p->nrx))
 			return 0;
 	}
 	return 1;
@@ -261,6 +265,20 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 				return fail(b, i, -r);
 			got += r;
 		}
+		if (napped) {
+			/*
+			 * A sleep that gathered less than two frames saved no wake-up: the
+			 * traffic answers itself (a request and its response) or has ended.
+			 * Stop, and ask for a longer run of fast wake-ups before the next time.
+			 */
+			if ((uint32_t)got < NMB_COALESCE_MIN_FRAMES) {
+				b->coalesce_streak = 0;
+				if (b->coalesce_after < NMB_COALESCE_AFTER_MAX)
+					b->coalesce_after *= 2;
+			} else {
+				b->coalesce_after = NMB_COALESCE_AFTER;
+			}
+		}
 		/* forward */
 		for (int from = 0; from < 2; from++) {
 			uint32_t m = forward_dir(b, from);
@@ -279,17 +297,21 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 
 		/* wait, or let the kernel ports sync without sleeping */
 		int idle = got == 0 && moved == 0;
-		if (may_coalesce(b, up)) {
-			/* one pass a sleep: what arrives meanwhile waits for the next one */
-			if (idle && napped) {
-				b->coalesce_streak = 0; /* the sleep brought nothing: the load is over */
-			} else if (idle || napped) {
-				uint32_t us = b->coalesce_us < 1000000u ? b->coalesce_us : 999999u;
-				struct timespec ts = {0, (long)us * 1000L};
-				nanosleep(&ts, NULL);
-				napped = 1;
-				continue;
+		/* one pass a sleep: what arrives meanwhile waits for the next one */
+		if ((idle || napped) && may_coalesce(b, up)) {
+			uint64_t us = b->coalesce_us < 1000000u ? b->coalesce_us : 999999u;
+			struct timespec ts;
+
+			if (us > (deadline - t) * 1000u)
+				us = (deadline - t) * 1000u; /* Python's turn comes first */
+			ts.tv_sec = 0;
+			ts.tv_nsec = (long)us * 1000L;
+			napped = 1;
+			if (nanosleep(&ts, NULL) < 0 && errno == EINTR) {
+				rc = NMB_RUN_SIGNAL;
+				break;
 			}
+			continue;
 		}
 		napped = 0;
 		for (int i = 0; i < 2; i++) {

@@ -59,6 +59,7 @@ struct nmb_port {
 	uint32_t stats_tx;         /* first stats record of its TX rings */
 	uint32_t pollerr_run;      /* consecutive POLLERR results */
 	uint64_t pollerr_since_ms; /* when the first of them came */
+	int rx_more;               /* emulated: the last rxsync left frames in the socket */
 	uint64_t kernel_drops;     /* emulated: drops the socket reported, already counted */
 	int err;                   /* the errno that made the port fail, 0 if none */
 	struct mmsghdr *msgs;      /* emulated: NMB_BATCH messages */
