@@ -483,10 +483,14 @@ int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 		struct nmb_vnet_hdr *vh = (struct nmb_vnet_hdr *)data;
 		uint8_t *out = data + sizeof(*vh);
 
-		if (__atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
+		/* a frame is ours to fill when the kernel gave it back and it is not one
+		 * the window of requested frames still holds (the whole ring requested) */
+		if (pk->tx_requested >= nframes ||
+		    __atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
 			if ((rc = tx_kick(p, txs)) < 0)
 				return rc;
-			if (__atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
+			if (pk->tx_requested >= nframes ||
+			    __atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
 				break; /* the socket ring is full: wait for POLLOUT */
 		}
 		/* gather one chain into the socket's frame */
@@ -513,7 +517,9 @@ int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 		if (!complete)
 			break; /* the rest of the chain is not there yet */
 		kr->hwcur = i;
-		if (bad || total == 0) {
+		/* shorter than an Ethernet header: the kernel would skip it without a
+		 * word (PACKET_LOSS), or pad it for a CAP_SYS_RAWIO sender */
+		if (bad || total < ETH_HLEN) {
 			txs->drop_tx++;
 			continue;
 		}
