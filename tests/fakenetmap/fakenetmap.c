@@ -16,6 +16,8 @@
  *   FAKENETMAP_LINK_SYSFS   1: a fake NIC's link also follows the real
  *                           interface of the same name (/sys/class/net)
  *   FAKENETMAP_LINK_DOWN    NICs whose link starts down: "fk0,fk1"
+ *   FAKENETMAP_NATIVE       NICs played as native drivers: "fk0/64,fk1"
+ *                           (name[/TX ring slots]); see txsync()
  *   FAKENETMAP_DOWN_BLOCK_MS  bound on a call blocked by link down (5000)
  *   FAKENETMAP_LOG          file to append event lines to
  *   FAKENETMAP_CTL          unix socket path for the control protocol
@@ -175,6 +177,8 @@ struct fk_nic {
 	struct fk_q wire_out;      /* what the NIC put on the wire (the test reads it) */
 	struct fk_q stack_in;      /* what reached the host stack (the test reads it) */
 	uint32_t rr;               /* spreads wire frames over the RX rings */
+	int native;                /* a native driver's TX reclaim, not the generic adapter's */
+	uint32_t tx_slots;         /* slots of its NIC TX rings */
 	double down_since;
 	int was_up;
 };
@@ -438,11 +442,19 @@ static int buf_ok(struct fk_mem *m, uint32_t idx)
 	return idx >= 2 && idx < m->nbuf;
 }
 
+/* the slots of a ring: 1024, but a native NIC's TX rings have the size it was given */
+static uint32_t ring_slots(const struct fk_kring *k)
+{
+	const struct fk_nic *nic = k->na->kind == FK_NIC ? k->na->nic : NULL;
+
+	return nic && nic->native && k->tx && !k->host ? nic->tx_slots : FK_SLOTS;
+}
+
 /* a fresh ring, as recorded: TX head=cur=0 tail=n-1; RX all 0; len = buffer size */
 static int ring_new(struct fk_kring *k, struct fk_mem *m, const struct fk_kring *mirror)
 {
 	struct netmap_ring *r;
-	uint32_t s, b = 2;
+	uint32_t s, b = 2, n = ring_slots(k);
 
 	for (s = 0; s < m->nring && m->ring_used[s]; s++)
 		;
@@ -452,7 +464,7 @@ static int ring_new(struct fk_kring *k, struct fk_mem *m, const struct fk_kring 
 		uint32_t free_bufs = 0;
 		for (uint32_t i = 2; i < m->nbuf; i++)
 			free_bufs += !m->buf_used[i];
-		if (free_bufs < FK_SLOTS)
+		if (free_bufs < n)
 			return -ENOMEM;
 	}
 	m->ring_used[s] = 1;
@@ -460,15 +472,15 @@ static int ring_new(struct fk_kring *k, struct fk_mem *m, const struct fk_kring 
 	r = (struct netmap_ring *)(m->base + m->ring_ofs + (uint64_t)s * FK_RINGSZ);
 	memset(r, 0, sizeof(*r));
 	k->ring = r;
-	k->n = FK_SLOTS;
+	k->n = n;
 	r->buf_ofs = (int64_t)(m->buf_ofs - (m->ring_ofs + (uint64_t)s * FK_RINGSZ));
-	r->num_slots = FK_SLOTS;
+	r->num_slots = n;
 	r->nr_buf_size = FK_BUFSZ;
 	r->ringid = k->ringid;
 	r->dir = k->tx ? 1 : 0; /* 1 for TX, as the kernel sets it (recorded) */
 	r->head = r->cur = 0;
-	r->tail = k->tx ? FK_SLOTS - 1 : 0;
-	for (uint32_t i = 0; i < FK_SLOTS; i++) {
+	r->tail = k->tx ? n - 1 : 0;
+	for (uint32_t i = 0; i < n; i++) {
 		if (mirror) {
 			r->slot[i].buf_idx = mirror->ring->slot[i].buf_idx;
 		} else {
@@ -1104,15 +1116,22 @@ static int rx_put(struct fk_kring *k, const unsigned char *data, uint32_t len, u
 
 static unsigned char frame_buf[FK_MAX_FRAME];
 
-static int txsync(struct fk_kring *k)
+/*
+ * force: NAF_FORCE_RECLAIM, which NIOCTXSYNC passes and netmap_poll does not.
+ * A native driver (ixgbe, i40e, ...) reclaims the slots of finished
+ * transmissions only when forced or when user space has no free slot left
+ * (nm_kr_txempty: rhead == nr_hwtail); the generic adapter at every sync.
+ */
+static int txsync(struct fk_kring *k, int force)
 {
 	struct fk_adapter *na = k->na;
 	uint32_t i = k->hwcur, len, ns;
 	int changed = 0;
 
 	st.txsyncs++;
-	if (na->kind == FK_NIC && !k->host) {
-		/* generic adapter: completions of earlier syncs are reported now */
+	if (na->kind == FK_NIC && !k->host &&
+	    (!na->nic->native || force || k->rhead == k->hwtail)) {
+		/* completions of earlier syncs are reported now */
 		uint32_t t = nm_prev(k->hwcur, k->n);
 		changed |= t != k->hwtail;
 		k->hwtail = t;
@@ -1391,7 +1410,7 @@ static int do_register(struct fk_priv *p, struct nmreq_header *hdr, struct nmreq
 
 	req->nr_offset = p->nifp_ofs;
 	req->nr_memsize = m->size;
-	req->nr_tx_slots = FK_SLOTS;
+	req->nr_tx_slots = na->kind == FK_NIC && na->nic->native ? na->nic->tx_slots : FK_SLOTS;
 	req->nr_rx_slots = FK_SLOTS;
 	req->nr_tx_rings = (uint16_t)ntx;
 	req->nr_rx_rings = (uint16_t)nrx;
@@ -1452,6 +1471,8 @@ static int do_port_info(struct nmreq_header *hdr, struct nmreq_port_info_get *pi
 		return ENOMEM;
 	pi->nr_memsize = m->size;
 	pi->nr_tx_slots = pi->nr_rx_slots = FK_SLOTS;
+	if (nm.kind == NAME_NIC && nm.nic->native)
+		pi->nr_tx_slots = nm.nic->tx_slots;
 	pi->nr_tx_rings = (uint16_t)(na ? na->ntx : nm.nic->nrings);
 	pi->nr_rx_rings = (uint16_t)(na ? na->nrx : nm.nic->nrings);
 	pi->nr_host_tx_rings = (uint16_t)(na ? (na->kind == FK_NIC ? na->nhtx : 0) : 1);
@@ -1554,7 +1575,7 @@ static short netmap_poll(struct fk_priv *p, short events, int *changed)
 				ring_reinit(k, "poll");
 				revents |= POLLERR;
 			} else {
-				*changed |= txsync(k);
+				*changed |= txsync(k, 0);
 				sync_finalize(k);
 			}
 			if (k->rcur != k->rtail) {
@@ -2005,6 +2026,31 @@ static void parse_nics(const char *spec)
 	}
 }
 
+/* "fk0/64,fk1": NICs played as native drivers, with the slots of their TX rings */
+static void parse_native(const char *spec)
+{
+	char buf[1024], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (char *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		char *slash = strchr(tok, '/');
+		uint32_t slots = FK_SLOTS;
+		struct fk_nic *nic;
+		if (slash) {
+			*slash = 0;
+			slots = (uint32_t)strtoul(slash + 1, NULL, 10);
+			if (slots < 8)
+				slots = 8;
+			if (slots > FK_SLOTS)
+				slots = FK_SLOTS;
+		}
+		if ((nic = nic_find(tok)) != NULL) {
+			nic->native = 1;
+			nic->tx_slots = slots;
+		}
+	}
+}
+
 __attribute__((constructor)) static void fk_init(void)
 {
 	const char *v;
@@ -2024,6 +2070,8 @@ __attribute__((constructor)) static void fk_init(void)
 		snprintf(log_path, sizeof(log_path), "%s", v);
 	if ((v = getenv("FAKENETMAP_CTL")) != NULL)
 		snprintf(ctl_path, sizeof(ctl_path), "%s", v);
+	if ((v = getenv("FAKENETMAP_NATIVE")) != NULL)
+		parse_native(v);
 	if ((v = getenv("FAKENETMAP_LINK_DOWN")) != NULL) {
 		char buf[1024], *save = NULL;
 		snprintf(buf, sizeof(buf), "%s", v);
@@ -2225,7 +2273,7 @@ static int fake_ioctl(struct fk_priv *p, unsigned long req, void *arg)
 				ring_reinit(k, tx ? "txsync" : "rxsync");
 				continue;
 			}
-			changed |= tx ? txsync(k) : rxsync(k);
+			changed |= tx ? txsync(k, 1) : rxsync(k);
 			sync_finalize(k);
 		}
 		if (changed)

@@ -260,3 +260,23 @@ int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx)
 			return 1;
 	return 0;
 }
+
+int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
+		 uint32_t ntx)
+{
+	for (uint32_t r = 0; r < nrx && ntx > 0; r++) {
+		const struct netmap_ring *ring = rx[r], *t = tx[r % ntx];
+		uint32_t room = nmb_ring_space(t), n;
+		uint64_t bytes;
+		int oversize;
+
+		if (ring->cur == ring->tail || ring->head >= ring->num_slots ||
+		    ring->tail >= ring->num_slots || t->head >= t->num_slots ||
+		    t->tail >= t->num_slots || room == 0)
+			continue;
+		n = chain_at(ring, ring->head, ring->tail, UINT32_MAX, &bytes, &oversize);
+		if (n > room)
+			return 1;
+	}
+	return 0;
+}

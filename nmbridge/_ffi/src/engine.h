@@ -44,4 +44,14 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
  */
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
 
+/*
+ * Nonzero if the frame at the head of an RX ring (a chain) needs more slots
+ * than its TX ring (rx[r] feeds tx[r % ntx]) has free, while that ring has
+ * some free. A native NIC driver then reclaims no finished TX slot in the
+ * txsync of poll(), only in NIOCTXSYNC's (NAF_FORCE_RECLAIM) or once no slot
+ * is free, so the frame waits for ever unless the caller forces a reclaim.
+ */
+int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
+		 uint32_t ntx);
+
 #endif

@@ -327,6 +327,19 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 					ev |= POLLIN;
 				if (nmb_rx_pending(q->rx, q->nrx))
 					ev |= POLLOUT;
+				/*
+				 * A chain that needs more TX slots than are free, some being
+				 * free: poll() would answer POLLOUT at once, and on a native
+				 * NIC its txsync reclaims no finished slot while any is free
+				 * (only NIOCTXSYNC forces it): the loop would spin for ever.
+				 */
+				if ((ev & POLLOUT) && nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx)) {
+					int r = nmb_kport_txsync(p);
+
+					count_syncs(b, p);
+					if (r < 0 && (r = recover(b, i)) < 0)
+						return r;
+				}
 			} else {
 				if (!idle)
 					continue;
