@@ -612,7 +612,7 @@ class RunResult:
 
 
 #: coalescing of emulated ports (Bridge's rx_usecs): 400 us gathers ~30 frames a
-#: wake-up at 80k frames/s, a third of the CPU of waking for each (benchmarks/l2fwd.py)
+#: wake-up at 80k frames/s, half the CPU of waking for each (benchmarks/l2fwd.py)
 DEFAULT_RX_USECS = 400
 RX_USECS_MAX = 10000  # longer would be a stall, not a batch
 

@@ -300,6 +300,23 @@ def test_sustained_load_is_coalesced_into_fewer_passes_and_loses_nothing(sb: San
     assert syncs["10000"] * 3 < syncs["0"], syncs
 
 
+def test_coalescing_starts_again_after_the_load_stopped(sb: Sandbox) -> None:
+    # a sleep that gathers nothing ends coalescing (the load stopped) and asks for a
+    # longer run of busy wake-ups next time: the next load must be coalesced all the same
+    count, way = 1500, ways(sb)[0]
+    bridge = Bridge(sb, "--rx-usecs", "10000")
+    before = 0
+    for burst in range(3):
+        stream = Stream(sb, way, count, rate=1000).start()
+        assert_complete(stream, *stream.reports())
+        bridge.counted({way.label: count * (burst + 1)})
+        syncs = rx_syncs(bridge, sb.wire_port) - before
+        before += syncs
+        assert syncs * 3 < count, (burst, syncs)
+        time.sleep(0.5)  # idle: the sleeps gather nothing
+    bridge.stop()
+
+
 def test_sparse_traffic_is_not_held_back_by_coalescing(sb: Sandbox) -> None:
     # a ping and its answer, 0.2 s apart, are no sustained load: with 10 ms of
     # coalescing allowed, a crossing held back would add 10 ms to every round trip

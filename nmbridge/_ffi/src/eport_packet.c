@@ -332,6 +332,7 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		return -EINVAL;
 	rxs->syncs++;
 	kr->hwcur = head; /* the slots before head are released */
+	p->rx_more = 0;
 	while ((h = rx_next(pk)) != NULL) {
 		uint32_t room = n - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail);
 		uint32_t len = h->tp_snaplen, first = kr->hwtail, vlan = 0;
@@ -341,8 +342,10 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 
 		if (h->tp_status & TP_STATUS_VLAN_VALID)
 			vlan = 4; /* the kernel took the tag out: put it back */
-		if ((len + vlan + bs - 1) / bs > room)
-			break; /* no room: the frame waits in the socket ring */
+		if ((len + vlan + bs - 1) / bs > room) {
+			p->rx_more = 1; /* no room: the frame waits in the socket ring */
+			break;
+		}
 		if (h->tp_len != h->tp_snaplen || len < 14 || len + vlan > p->frags * bs ||
 		    vh->gso_type != NMB_VNET_GSO_NONE) {
 			rxs->drop_oversize++;
@@ -375,7 +378,6 @@ int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		got++;
 	}
 	ring->tail = kr->hwtail;
-	p->rx_more = rx_next(pk) != NULL; /* the RX ring had no room for them */
 	return (int)got;
 }
 

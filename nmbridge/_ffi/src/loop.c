@@ -148,12 +148,12 @@ static uint32_t forward_dir(struct nmb_bridge *b, int from)
 /*
  * Coalescing (emulated ports): a socket wakes its reader for every frame, and
  * each wake-up costs a context switch and, on veth, an IPI per frame sent out.
- * Once NMB_COALESCE_AFTER wake-ups in a row came less than coalesce_us apart
- * (a sustained load, not a request and its answer), the loop sleeps
- * coalesce_us in user space instead of poll(), then makes one pass: frames
- * gather in the socket rings, nobody is woken, and one pass and one send take
- * them all. A sleep that brings nothing ends it. Sparse traffic is never
- * delayed.
+ * Once NMB_COALESCE_AFTER wake-ups in a row came at a rate at which a sleep of
+ * coalesce_us would gather NMB_COALESCE_GATHER frames or more (a sustained
+ * load: a request and its answer, or a slow stream, never get there), the
+ * loop sleeps coalesce_us in user space instead of poll(), then makes one
+ * pass: frames gather in the socket rings, nobody is woken, and one pass and
+ * one send take them all. A sleep that gathers too little ends it.
  */
 static int may_coalesce(const struct nmb_bridge *b, const int *up)
 {
@@ -171,15 +171,19 @@ static int may_coalesce(const struct nmb_bridge *b, const int *up)
 	return 1;
 }
 
+/* A wake-up from poll(): was the rate since the last one a load worth coalescing? */
 static void note_wake(struct nmb_bridge *b)
 {
-	uint64_t t = now_ns();
+	uint64_t t = now_ns(), frames = b->forwarded - b->forwarded_at_wake;
 
-	if (b->coalesce_us && t - b->last_wake_ns < (uint64_t)b->coalesce_us * 1000u)
-		b->coalesce_streak += b->coalesce_streak < NMB_COALESCE_AFTER;
+	/* frames / interval * coalesce_us >= NMB_COALESCE_GATHER, without dividing */
+	if (b->coalesce_us &&
+	    frames * b->coalesce_us * 1000u >= NMB_COALESCE_GATHER * (t - b->last_wake_ns))
+		b->coalesce_streak += b->coalesce_streak < NMB_COALESCE_AFTER_MAX;
 	else
 		b->coalesce_streak = 0;
 	b->last_wake_ns = t;
+	b->forwarded_at_wake = b->forwarded;
 }
 
 static void count_syncs(struct nmb_bridge *b, struct nmb_port *p)

@@ -13,7 +13,8 @@
 #define NMB_RUN_LIMIT 2   /* the frame count was reached */
 #define NMB_RUN_SIGNAL 3  /* a signal interrupted poll(): let Python run its handlers */
 
-#define NMB_COALESCE_AFTER 8       /* fast wake-ups in a row before the loop coalesces */
+#define NMB_COALESCE_AFTER 8       /* busy wake-ups in a row before the loop coalesces */
+#define NMB_COALESCE_GATHER 8u     /* ... busy: at a rate that fills a sleep with this many frames */
 #define NMB_COALESCE_AFTER_MAX 256 /* ... after sleeps that gathered too little, at most */
 #define NMB_COALESCE_MIN_FRAMES 2  /* a sleep that gathers fewer was not worth it */
 #define NMB_PERSISTENT_ERROR_MS 5000 /* ring errors for this long, without a break: the port failed */
@@ -23,9 +24,10 @@ struct nmb_bridge {
 	int zerocopy;
 	int busy;                 /* never sleep: poll with timeout 0 */
 	uint32_t coalesce_us;     /* emulated ports: gather frames this long between wake-ups under load (0: off) */
-	uint32_t coalesce_streak; /* wake-ups in a row less than coalesce_us apart */
+	uint32_t coalesce_streak; /* busy wake-ups in a row (NMB_COALESCE_GATHER) */
 	uint32_t coalesce_after;  /* the streak that starts coalescing */
 	uint64_t last_wake_ns;    /* when poll() last returned with events */
+	uint64_t forwarded_at_wake; /* forwarded then */
 	uint32_t burst;
 	int poll_timeout_ms;
 	int stop;                 /* set from any thread to end nmb_bridge_run */
