@@ -582,6 +582,12 @@ def test_tx_short_says_a_chain_waits_on_a_ring_with_some_room(bridge) -> None:
     assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 1
     assert lib.nmb_tx_short(b._rx, 1, b._tx, 2) == 0  # RX ring 0 has nothing
     assert lib.nmb_tx_short(b._rx, 2, b._tx, 0) == 0
+    # its own TX ring full, the next one with some room: the engine would spill there,
+    # and poll() would reclaim neither (it stops at the ring with room)
+    b.tx[1].place(4, tail=4)
+    b.tx[0].place(0, tail=2)
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 1
+    assert b.forward(burst=8) == 0
     # a chain without its last slot waits for an rxsync (POLLIN), not for TX room
     b.tx[0].place(0, tail=1)
     b.rx[0].deliver_slots([(b"x", 1, True)] * 2)

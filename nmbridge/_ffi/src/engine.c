@@ -265,18 +265,27 @@ int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring
 		 uint32_t ntx)
 {
 	for (uint32_t r = 0; r < nrx && ntx > 0; r++) {
-		const struct netmap_ring *ring = rx[r], *t = tx[r % ntx];
-		uint32_t room = nmb_ring_space(t), n;
+		const struct netmap_ring *ring = rx[r];
 		uint64_t bytes;
 		int oversize;
+		uint32_t n;
 
 		if (ring->cur == ring->tail || ring->head >= ring->num_slots ||
-		    ring->tail >= ring->num_slots || t->head >= t->num_slots ||
-		    t->tail >= t->num_slots || room == 0)
+		    ring->tail >= ring->num_slots)
 			continue;
 		n = chain_at(ring, ring->head, ring->tail, UINT32_MAX, &bytes, &oversize);
-		if (n > room)
-			return 1;
+		/* any TX ring: the engine spills to the next ones, and poll() reclaims none
+		 * of them once one has room (it stops asking the others) */
+		for (uint32_t j = 0; j < ntx; j++) {
+			const struct netmap_ring *t = tx[j];
+			uint32_t room;
+
+			if (t->head >= t->num_slots || t->tail >= t->num_slots)
+				continue;
+			room = nmb_ring_space(t);
+			if (room > 0 && room < n)
+				return 1;
+		}
 	}
 	return 0;
 }

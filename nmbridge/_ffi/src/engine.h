@@ -46,8 +46,9 @@ int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
 
 /*
  * Nonzero if the frame at the head of an RX ring (a chain) needs more slots
- * than its TX ring (rx[r] feeds tx[r % ntx]) has free, while that ring has
- * some free. A native NIC driver then reclaims no finished TX slot in the
+ * than a TX ring has free, while that ring has some free (rx[r] feeds
+ * tx[r % ntx] and spills to the next ones). A native NIC driver then reclaims
+ * no finished TX slot in the
  * txsync of poll(), only in NIOCTXSYNC's (NAF_FORCE_RECLAIM) or once no slot
  * is free, so the frame waits for ever unless the caller forces a reclaim.
  */

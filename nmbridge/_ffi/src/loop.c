@@ -340,7 +340,8 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 				if ((ev & POLLOUT) && nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx)) {
 					int r = nmb_kport_txsync(p);
 
-					count_syncs(b, p);
+					for (uint32_t k = 0; k < p->ntx; k++)
+						b->stats[p->stats_tx + k].syncs++;
 					if (r < 0 && (r = recover(b, i)) < 0)
 						return r;
 				}
@@ -498,7 +499,8 @@ int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms)
 
 	for (int i = 0; i < 2; i++)
 		blocked[i] = link_down(b->port[i]);
-	import_at_stop(b, blocked);
+	if (!b->count_limit || b->forwarded < b->count_limit)
+		import_at_stop(b, blocked); /* at the count, what the sockets hold is counted there */
 	for (;;) {
 		int pending = 0;
 		uint32_t moved = 0;
