@@ -1998,6 +1998,19 @@ static void ctl_start(void)
 
 /* ------------------------------------------------------------ setup */
 
+/* "NAME/N": cut tok at the '/', and N (dflt without one) kept within lo..hi */
+static uint32_t cut_count(char *tok, uint32_t dflt, uint32_t lo, uint32_t hi)
+{
+	char *slash = strchr(tok, '/');
+	uint32_t n = dflt;
+
+	if (slash) {
+		*slash = 0;
+		n = (uint32_t)strtoul(slash + 1, NULL, 10);
+	}
+	return n < lo ? lo : n > hi ? hi : n;
+}
+
 static void parse_nics(const char *spec)
 {
 	char buf[1024], *save = NULL;
@@ -2006,16 +2019,7 @@ static void parse_nics(const char *spec)
 	for (char *tok = strtok_r(buf, ", ", &save); tok && nnics < FK_MAX_NICS;
 	     tok = strtok_r(NULL, ", ", &save)) {
 		struct fk_nic *nic = &nics[nnics];
-		char *slash = strchr(tok, '/');
-		uint32_t rings = 1;
-		if (slash) {
-			*slash = 0;
-			rings = (uint32_t)strtoul(slash + 1, NULL, 10);
-			if (rings < 1)
-				rings = 1;
-			if (rings > FK_MAX_RINGS)
-				rings = FK_MAX_RINGS;
-		}
+		uint32_t rings = cut_count(tok, 1, 1, FK_MAX_RINGS);
 		if (tok[0] == 0 || strlen(tok) >= NM_IFNAMSIZ)
 			continue;
 		snprintf(nic->name, sizeof(nic->name), "%s", tok);
@@ -2033,17 +2037,8 @@ static void parse_native(const char *spec)
 
 	snprintf(buf, sizeof(buf), "%s", spec);
 	for (char *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-		char *slash = strchr(tok, '/');
-		uint32_t slots = FK_SLOTS;
+		uint32_t slots = cut_count(tok, FK_SLOTS, 8, FK_SLOTS);
 		struct fk_nic *nic;
-		if (slash) {
-			*slash = 0;
-			slots = (uint32_t)strtoul(slash + 1, NULL, 10);
-			if (slots < 8)
-				slots = 8;
-			if (slots > FK_SLOTS)
-				slots = FK_SLOTS;
-		}
 		if ((nic = nic_find(tok)) != NULL) {
 			nic->native = 1;
 			nic->tx_slots = slots;
