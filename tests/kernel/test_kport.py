@@ -703,3 +703,44 @@ def test_chains_cross_a_native_nics_nearly_full_tx_ring(fake: FakeKernel) -> Non
     assert r["drops"] == 0, r
     for key in ("reinits", "tail_restored", "bad_slots", "audit_errors"):
         assert r["fake"][key] == 0, (key, r["fake"])
+
+
+#: --count's last pass (fewer frames left than a full pass moves) between two NICs of
+#: 2 rings each: burst 8 and 28 frames to count, so one full pass, then a last one
+#: that both RX rings take part in
+COUNT_LAST_PASS = r'''
+N, COUNT = 40, 28
+a, b = open_ports("netmap:fk0", "netmap:fk1")
+sent = [frame(i, tag=b"last") for i in range(N)]
+for f in sent:
+    inject("fk0", "wire", f)  # spread over fk0's RX rings: frame i to ring i % 2
+bridge = engine.Bridge(a, b, burst=8, count=COUNT)
+deadline = time.monotonic() + 5
+while bridge.forwarded < COUNT and time.monotonic() < deadline:
+    bridge.run(50)
+dropped = bridge.flush()
+got = read_many("fk1", "wire", N, 500)
+rings = [[r.port, r.direction, r.ringid] for r in bridge.rings()]
+result(forwarded=bridge.forwarded, dropped=dropped, sent=[f.hex() for f in sent],
+       got=[f.hex() for f in got], rings=rings, counters=bridge.counters())
+engine.close_ports([a, b])
+'''
+
+
+def test_the_last_pass_of_a_count_keeps_each_rx_ring_on_its_tx_ring(fake: FakeKernel) -> None:
+    """Under --count, the last pass maps RX ring r to TX ring r as every full pass
+    does: frames of fk0's RX ring 1 leave on fk1's TX ring 1, where its earlier
+    frames went, never on TX ring 0, where they could overtake those (rule 5)."""
+    r = fake.run_py(COUNT_LAST_PASS, env={"FAKENETMAP_NICS": "fk0/2,fk1/2"}).result
+    assert r["forwarded"] == 28 and r["dropped"] == 12, r
+    counters = {tuple(ring): c for ring, c in zip(r["rings"], r["counters"])}
+    rx = [counters[(0, "rx", k)]["frames"] for k in (0, 1)]
+    tx = [counters[(1, "tx", k)]["frames"] for k in (0, 1)]
+    # one full pass moves 8 a ring: beyond that, a ring's frames went in the last pass
+    assert sorted(rx) == [12, 16], r["counters"]
+    assert tx == rx, r["counters"]
+    sent, got = r["sent"], r["got"]
+    assert len(got) == 28
+    for k in (0, 1):
+        ring = sent[k::2]
+        assert [f for f in got if f in ring] == ring[:rx[k]]

@@ -230,24 +230,10 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
 		*next_rx = 0;
 	for (uint32_t k = 0; k < nrx; k++) {
 		uint32_t r = *next_rx + k;
-		uint32_t quota = burst;
 
 		if (r >= nrx)
 			r -= nrx;
-		for (uint32_t j = 0; j < ntx && quota > 0; j++) {
-			uint32_t t = (r + j) % ntx;
-			uint32_t moved;
-
-			if (rx[r]->head == rx[r]->tail)
-				break;
-			moved = nmb_ring_move(rx[r], tx[t], quota, zerocopy, &st[r], &rxs[r],
-					      &txs[t]);
-			quota -= moved;
-			/* the TX ring took all it could: try the next one only if it is full */
-			if (nmb_ring_space(tx[t]) != 0)
-				break;
-		}
-		total += burst - quota;
+		total += nmb_forward_ring(rx[r], r, tx, ntx, burst, zerocopy, &st[r], &rxs[r], txs);
 	}
 	*next_rx = *next_rx + 1 >= nrx ? 0 : *next_rx + 1;
 	return total;

@@ -27,6 +27,34 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 		       struct nmb_ring_stats *txs);
 
 /*
+ * Forward up to quota frames from RX ring number r (rx; st and rxs its own)
+ * to the TX rings in tx[] (txs[] their stats): tx[r % ntx] first, then the
+ * following ones while that one is full. nmb_forward and the loop's last
+ * pass under --count both map rings so: a ring's frames must not take another
+ * TX ring than the one its earlier frames wait on (they would leave first).
+ * Returns the frames forwarded.
+ */
+static inline uint32_t nmb_forward_ring(struct netmap_ring *rx, uint32_t r,
+					struct netmap_ring *const *tx, uint32_t ntx,
+					uint32_t quota, int zerocopy, struct nmb_rx_state *st,
+					struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs)
+{
+	uint32_t left = quota;
+
+	for (uint32_t j = 0; j < ntx && left > 0; j++) {
+		uint32_t t = (r + j) % ntx;
+
+		if (rx->head == rx->tail)
+			break;
+		left -= nmb_ring_move(rx, tx[t], left, zerocopy, st, rxs, &txs[t]);
+		/* the TX ring took all it could: try the next one only if it is full */
+		if (nmb_ring_space(tx[t]) != 0)
+			break;
+	}
+	return quota - left;
+}
+
+/*
  * Forward from every RX ring in rx[] to the TX rings in tx[], fairly: each
  * RX ring gets up to burst frames per pass, starting from *next_rx, which
  * rotates so that no ring is always served first. RX ring i feeds TX ring

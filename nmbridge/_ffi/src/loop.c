@@ -134,12 +134,13 @@ static uint32_t forward_dir(struct nmb_bridge *b, int from)
 				   &b->stats[dst->stats_tx], &b->next_rx[from]);
 	/* the last pass: one RX ring at a time, each up to what is left */
 	for (uint32_t k = 0; k < src->nrx && moved < left; k++) {
-		uint32_t r = (b->next_rx[from] + k) % src->nrx, first = 0;
+		uint32_t r = (b->next_rx[from] + k) % src->nrx;
 		uint32_t quota = left - moved < burst ? (uint32_t)(left - moved) : burst;
 
-		moved += nmb_forward(&src->rx[r], 1, dst->tx, dst->ntx, quota, b->zerocopy,
-				     &b->rxstate[src->stats_rx + r], &b->stats[src->stats_rx + r],
-				     &b->stats[dst->stats_tx], &first);
+		/* as its real index r: to the TX ring its earlier frames took */
+		moved += nmb_forward_ring(src->rx[r], r, dst->tx, dst->ntx, quota, b->zerocopy,
+					  &b->rxstate[src->stats_rx + r],
+					  &b->stats[src->stats_rx + r], &b->stats[dst->stats_tx]);
 	}
 	b->next_rx[from] = (b->next_rx[from] + 1) % src->nrx;
 	return moved;
