@@ -2,6 +2,10 @@
 
     [ns gen]  l2gen -> g0 ==veth== d0  [ns dut]  nmbridge  d1 ==veth== s0  [ns snk]
 
+or, with --in tap, from a TAP port (the host stack's side) to a packet: port:
+
+    [ns dut]  l2gen -> t0 (TAP)  nmbridge  d1 ==veth== s0  [ns snk]
+
 Three network namespaces (unique names, always removed, veths made inside
 them so the root namespace never sees one), no addresses anywhere: the
 generator (benchmarks/l2gen.c, compiled at run time) sends 60-byte UDP
@@ -16,6 +20,12 @@ offered = frames g0 sent or dropped at d0's backlog, delivered = frames s0
 received, loss = the difference; busy = the bridge core's non-idle share
 (/proc/stat), and delivered frames per busy second of it.
 
+With --in tap the bridge runs `nmbridge -i tap:t0 -i packet:d1`: it creates
+the TAP t0, and the generator, in the bridge's namespace, sends its frames
+out of t0 through AF_PACKET, so that the kernel queues them for the bridge
+as the host stack would. Offered = frames t0 sent (handed to the bridge's
+queue), dropped (that queue full) or dropped by its pfifo qdisc.
+
 Modes, interleaved round by round: `default` (nmbridge sleeps in poll()),
 `busy-poll` (nmbridge --busy-poll), and two references every Linux box has,
 in the same namespace: `kernel-bridge` (a Linux bridge) and `tc-mirred` (tc
@@ -28,6 +38,7 @@ rate, for the CPU cost of a load every forwarder keeps up with.
 
     .venv/bin/python benchmarks/l2fwd.py [--runs 3] [--duration 5] [--rate 80000]
         [--modes default,busy-poll,kernel-bridge,tc-mirred] [--peer NAME='CMD' ...]
+        [--in veth|tap]
 
 Needs root. Prints a table, then one JSON line.
 """
@@ -35,6 +46,7 @@ Needs root. Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +62,7 @@ FRAME_DST = "02:4e:4d:42:00:02"   # a station behind the sink: not s0's own MAC
 SINK_MAC = "02:4e:4d:42:00:03"    # s0
 D0_MAC = "02:4e:4d:42:00:10"
 D1_MAC = "02:4e:4d:42:00:11"
+TAP = "t0"                        # --in tap: the bridge's TAP port, the generator's interface
 
 NMBRIDGE_MODES = ("default", "busy-poll")
 KERNEL_MODES = ("kernel-bridge", "tc-mirred")
@@ -69,7 +82,9 @@ class Result:
     others_busy_pct: float
     d0_rx_dropped: int
     d1_tx_dropped: int
-    back_to_gen: int
+    back_to_gen: int          # frames the bridge sent back out of its input port
+    t0_tx_dropped: int = 0    # --in tap: frames the TAP's queue refused
+    t0_qdisc_dropped: int = 0  # --in tap: frames t0's pfifo refused
     dut_note: str = ""
 
     @property
@@ -88,15 +103,20 @@ class Lab:
     ns: dict[str, str] = field(default_factory=dict)
     holders: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def tap(self) -> bool:
+        return bool(self.args.input == "tap")
+
     def build(self) -> None:
         sb, a = self.sandbox, self.args
-        for role in ("gen", "dut", "snk"):
+        for role in ("dut", "snk") if self.tap else ("gen", "dut", "snk"):
             self.ns[role] = sb.netns(role)
-        sb.veth(self.ns["gen"], "g0", GEN_MAC, self.ns["dut"], "d0", D0_MAC)
+        if not self.tap:
+            sb.veth(self.ns["gen"], "g0", GEN_MAC, self.ns["dut"], "d0", D0_MAC)
+            sb.rps(self.ns["dut"], "d0", a.dut_cpu)
         sb.veth(self.ns["snk"], "s0", SINK_MAC, self.ns["dut"], "d1", D1_MAC)
-        sb.rps(self.ns["dut"], "d0", a.dut_cpu)
         sb.rps(self.ns["snk"], "s0", a.gen_cpu)
-        if shutil.which("tc"):
+        if shutil.which("tc") and not self.tap:
             # frames d0's backlog refuses are dropped (and counted) behind a qdisc, so
             # that they do not cut the generator's sendmmsg() batches short
             sb.exec(self.ns["gen"], "tc", "qdisc", "replace", "dev", "g0", "root",
@@ -105,11 +125,46 @@ class Lab:
             self.holders[role] = sb.holder(ns)
 
     def counters(self) -> tuple[dict[str, dict[str, int]], benchlib.CoreSnapshot]:
-        """Interface counters of the three namespaces and the CPU times, read together."""
+        """Interface counters of the namespaces and the CPU times, read together (and,
+        with --in tap, t0's qdisc drops just before, as the pseudo-interface t0/qdisc)."""
         dev: dict[str, dict[str, int]] = {}
+        if self.tap:
+            dev["t0/qdisc"] = {"dropped": self.tap_qdisc_drops()}
         for pid in self.holders.values():
             dev.update(benchlib.net_dev(pid))
         return dev, benchlib.core_snapshot([self.args.dut_cpu, self.args.gen_cpu])
+
+    def tap_present(self) -> bool:
+        return TAP in benchlib.net_dev(self.holders["dut"])
+
+    def tap_qdisc_drops(self) -> int:
+        # t0 is gone only if the bridge is, which measure() reports
+        out = self.sandbox.exec(self.ns["dut"], "tc", "-s", "-j", "qdisc", "show", "dev",
+                                TAP, check=False).stdout
+        return sum(int(q.get("drops", 0)) for q in json.loads(out or "[]"))
+
+    def start_tap_bridge(self, busy_poll: bool, log: Any) -> subprocess.Popen[Any]:
+        """nmbridge from tap:t0 (which it creates) to packet:d1, once it runs and t0
+        exists; then t0 gets the same pfifo as g0, so that frames the TAP refuses do not
+        cut the generator's batches short and are counted."""
+        a, ns = self.args, self.ns["dut"]
+        name = f"l2fwd-{len(self.sandbox.procs)}-{time.monotonic_ns()}"
+        cmd = [a.nmbridge, "-i", f"tap:{TAP}", "-i", "packet:d1", "--no-live",
+               "--stats-dir", str(self.work), "--name", name]
+        if busy_poll:
+            cmd.append("--busy-poll")
+        proc = self.sandbox.spawn(ns, cmd, cpu=a.dut_cpu, stdout=log, stderr=subprocess.STDOUT)
+        stats = self.work / f"{name}.stats"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nmbridge exited with status {proc.returncode}")
+            return stats.exists() and self.tap_present()
+
+        benchlib.wait_for(ready, 15, f"nmbridge to start and create {TAP}")
+        self.sandbox.exec(ns, "tc", "qdisc", "replace", "dev", TAP, "root", "pfifo",
+                          "limit", "1000")
+        return proc
 
     # -- the device under test ------------------------------------------------
     def start_dut(self, mode: str, log: Any) -> subprocess.Popen[Any] | None:
@@ -140,9 +195,12 @@ class Lab:
             if proc.poll() is not None:
                 raise RuntimeError(f"peer {mode} exited with status {proc.returncode}")
             return proc
-        name = f"l2fwd-{len(self.sandbox.procs)}-{time.monotonic_ns()}"
-        proc = benchlib.start_bridge(self.sandbox, ns, a.nmbridge, self.work, name,
-                                     mode == "busy-poll", a.dut_cpu, log)
+        if self.tap:
+            proc = self.start_tap_bridge(mode == "busy-poll", log)
+        else:
+            name = f"l2fwd-{len(self.sandbox.procs)}-{time.monotonic_ns()}"
+            proc = benchlib.start_bridge(self.sandbox, ns, a.nmbridge, self.work, name,
+                                         mode == "busy-poll", a.dut_cpu, log)
         time.sleep(0.5)
         return proc
 
@@ -154,7 +212,11 @@ class Lab:
             self.sandbox.exec(self.ns["dut"], "tc", "qdisc", "del", "dev", "d0", "ingress")
             return 0
         assert proc is not None
-        return self.sandbox.stop(proc)
+        status = self.sandbox.stop(proc)
+        if self.tap:
+            # the TAP goes with the bridge that made it; the next one makes its own
+            benchlib.wait_for(lambda: not self.tap_present(), 5, f"{TAP} to go")
+        return status
 
     # -- one measurement ------------------------------------------------------
     def measure(self, mode: str, background: benchlib.Background) -> Result:
@@ -165,9 +227,12 @@ class Lab:
             dut = self.start_dut(mode, log)
             gen = None
             try:
+                # with --in tap, l2gen sends from the bridge's namespace out of t0: the
+                # kernel transmits on the TAP, i.e. queues each frame for the bridge
+                gen_ns, gen_if = (self.ns["dut"], TAP) if self.tap else (self.ns["gen"], "g0")
                 gen = self.sandbox.spawn(
-                    self.ns["gen"],
-                    [str(self.gen_bin), "g0", FRAME_DST, GEN_MAC, str(a.frame_len),
+                    gen_ns,
+                    [str(self.gen_bin), gen_if, FRAME_DST, GEN_MAC, str(a.frame_len),
                      str(a.rate or 0)],
                     cpu=a.gen_cpu, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 time.sleep(a.warmup)
@@ -193,9 +258,17 @@ class Lab:
             raise RuntimeError(f"{mode}: the bridge failed (status {status}): {note}")
 
         def delta(ifname: str, key: str) -> int:
+            if ifname not in dev0 or ifname not in dev1:
+                return 0
             return dev1[ifname][key] - dev0[ifname][key]
 
-        offered = delta("g0", "tx_packets") + delta("g0", "tx_dropped")
+        if self.tap:
+            # what l2gen handed to the kernel on t0: sent to the bridge, refused by the
+            # TAP's queue, or by its qdisc
+            offered = (delta(TAP, "tx_packets") + delta(TAP, "tx_dropped")
+                       + delta("t0/qdisc", "dropped"))
+        else:
+            offered = delta("g0", "tx_packets") + delta("g0", "tx_dropped")
         delivered = delta("s0", "rx_packets")
         dut_busy, dut_tick = benchlib.core_busy(cpu0, cpu1, a.dut_cpu)
         gen_busy, _ = benchlib.core_busy(cpu0, cpu1, a.gen_cpu)
@@ -211,7 +284,9 @@ class Lab:
             others_busy_pct=others,
             d0_rx_dropped=delta("d0", "rx_dropped"),
             d1_tx_dropped=delta("d1", "tx_dropped"),
-            back_to_gen=delta("d0", "tx_packets"),
+            back_to_gen=delta(TAP, "rx_packets") if self.tap else delta("d0", "tx_packets"),
+            t0_tx_dropped=delta(TAP, "tx_dropped"),
+            t0_qdisc_dropped=delta("t0/qdisc", "dropped"),
             dut_note=note,
         )
 
@@ -295,12 +370,25 @@ def main(argv: list[str] | None = None) -> int:
                              "NAME (repeatable)")
     parser.add_argument("--dut-settle", type=float, default=2.0,
                         help="seconds a peer gets to start, default 2")
+    parser.add_argument("--in", dest="input", choices=("veth", "tap"), default="veth",
+                        help="the bridge's input: d0, a veth from the generator's namespace "
+                             "(default), or tap:t0, written by the generator through the "
+                             "kernel (nmbridge modes only)")
     benchlib.add_quiet_options(parser)
     args = parser.parse_args(argv)
     args.peers = parse_peers(parser, args.peer)
+    if args.input == "tap" and args.peers:
+        parser.error("--in tap measures nmbridge only: no --peer")
     if args.modes is None:
         args.modes = ",".join([*NMBRIDGE_MODES, *args.peers])
     modes = benchlib.parse_modes(parser, args.modes, [*MODES, *args.peers])
+    if args.input == "tap":
+        other = [m for m in modes if m not in NMBRIDGE_MODES]
+        if other:
+            parser.error(f"--in tap measures nmbridge only ({', '.join(NMBRIDGE_MODES)}), "
+                         f"not {', '.join(other)}")
+        if not shutil.which("tc"):
+            parser.error("--in tap needs tc (iproute2)")
     if "tc-mirred" in modes and not shutil.which("tc"):
         parser.error("mode tc-mirred needs tc (iproute2)")
     if not 60 <= args.frame_len <= 1514:
@@ -334,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rate = f"{args.rate:,} frames/s offered" if args.rate else "generator at full speed"
     source = benchlib.busy_source(args.dut_cpu)
-    print(f"l2fwd: {args.frame_len}-byte frames, {rate}; generator on CPU {args.gen_cpu}, "
+    into = f" into tap:{TAP}" if args.input == "tap" else ""
+    print(f"l2fwd: {args.frame_len}-byte frames{into}, {rate}; generator on CPU {args.gen_cpu}, "
           f"bridge on CPU {args.dut_cpu}; {args.runs} rounds of {args.duration:g} s, medians; "
           f"core busy from {source}")
     headers = ["mode", "delivered/s", "(min-max)", "offered/s", "loss %", "bridge core busy %",
@@ -356,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                              [[mode, *[r.get(o) for o in others]] for mode, r in table.items()]))
     back = sum(s["frames_back_to_generator"] for s in summary)
     if back:
-        print(f"warning: {back} frames went back out of d0 towards the generator")
+        print(f"warning: {back} frames went back out of {TAP if args.input == 'tap' else 'd0'} "
+              "towards the generator")
     print(background.describe())
     benchlib.emit_json({
         "benchmark": "l2fwd",
@@ -364,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         "load": background.summary(),
         "settings": {k: getattr(args, k) for k in
                      ("runs", "duration", "warmup", "rate", "frame_len", "gen_cpu", "dut_cpu")}
-                    | {"modes": modes, "peers": args.peers, "busy_from": source},
+                    | {"in": args.input, "modes": modes, "peers": args.peers,
+                       "busy_from": source},
         "results": summary,
         "runs": [r.__dict__ | {"per_busy_second": round(r.per_busy_second)} for r in results],
     })
