@@ -129,7 +129,7 @@ class LinkWatcher:
                 return
             try:
                 data = sock.recv(65536)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from 3.10 on; not on 3.9
                 continue
             except OSError:
                 return

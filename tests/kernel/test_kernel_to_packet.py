@@ -46,7 +46,7 @@ deadline = time.monotonic() + 1
 while time.monotonic() < deadline:  # the peer's own traffic (IPv6) has other addresses
     try:
         data = peer.recv(65536)
-    except TimeoutError:
+    except socket.timeout:  # not TimeoutError on Python 3.9
         continue
     if data[:6] == DST:
         got.append(data.hex())
