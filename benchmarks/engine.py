@@ -42,12 +42,10 @@ LOOPS_C = benchlib.HERE / "engine_loops.c"
 
 LOOPS_CDEF = """
 void bench_prepare(void *rx, void *tx, uint16_t len);
-int64_t bench_forward(void *fn, int with_state, void *rx, void *tx, uint32_t burst,
-                      int zerocopy, uint64_t iters, void *st, void *rxs, void *txs,
-                      uint64_t *frames);
-int64_t bench_move(void *fn, int with_state, void *rx, void *tx, uint32_t burst,
-                   int zerocopy, uint64_t iters, void *st, void *rxs, void *txs,
-                   uint64_t *frames);
+int64_t bench_forward(void *fn, void *rx, void *tx, uint32_t burst, int zerocopy,
+                      uint64_t iters, void *st, void *rxs, void *txs, uint64_t *frames);
+int64_t bench_move(void *fn, void *rx, void *tx, uint32_t burst, int zerocopy,
+                   uint64_t iters, void *st, void *rxs, void *txs, uint64_t *frames);
 int64_t bench_plain(int zerocopy, void *rx, void *tx, uint32_t burst, uint64_t iters,
                     uint64_t *frames);
 int64_t bench_memcpy(void *dst, void *src, uint64_t chunk, uint64_t span, uint64_t iters);
@@ -98,8 +96,6 @@ class Bench:
         self.cflags = cflags
         self.slots = slots
 
-        fn_type = core_ffi.typeof(core_ffi.addressof(core_lib, "nmb_forward"))
-        self.with_state = any("nmb_rx_state" in a.cname for a in fn_type.args)
         self.fn = {
             "forward": self._void(_addr(core_ffi.addressof(core_lib, "nmb_forward"))),
             "move": self._void(_addr(core_ffi.addressof(core_lib, "nmb_ring_move"))),
@@ -113,7 +109,7 @@ class Bench:
         self.region = out[0]
         self.rx = self._void(_addr(self._ring(0, 1)))  # ring_ofs order: TX rings, then RX
         self.tx = self._void(_addr(self._ring(1, 0)))
-        self.state = core_ffi.new("struct nmb_rx_state *") if self.with_state else None
+        self.state = core_ffi.new("struct nmb_rx_state *")
         self.rxs = core_ffi.new("struct nmb_ring_stats[1]")
         self.txs = core_ffi.new("struct nmb_ring_stats[1]")
         self.pool: dict[int, tuple[Any, Any]] = {}
@@ -145,12 +141,12 @@ class Bench:
             self.prepared = (case.mode, case.frame)
         frames = self.ffi.new("uint64_t *")
         zc = 1 if case.zerocopy else 0
-        st = self._void(_addr(self.state)) if self.state is not None else self.ffi.NULL
+        st = self._void(_addr(self.state))
         rxs, txs = self._void(_addr(self.rxs)), self._void(_addr(self.txs))
         if loop == "forward" or loop == "move":
             bench = self.lib.bench_forward if loop == "forward" else self.lib.bench_move
-            ns = bench(self.fn[loop], int(self.with_state), self.rx, self.tx, case.burst, zc,
-                       iters, st, rxs, txs, frames)
+            ns = bench(self.fn[loop], self.rx, self.tx, case.burst, zc, iters, st, rxs, txs,
+                       frames)
         elif loop == "plain":
             ns = self.lib.bench_plain(zc, self.rx, self.tx, case.burst, iters, frames)
         else:
@@ -274,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": benchlib.machine(),
         "load": background.summary(),
         "settings": {"runs": args.runs, "seconds": args.seconds, "cpu": args.cpu,
-                     "slots": args.slots, "buf_size": BUF_SIZE, "cflags": bench.cflags,
-                     "engine_rx_state": bench.with_state},
+                     "slots": args.slots, "buf_size": BUF_SIZE, "cflags": bench.cflags},
         "results": results,
         "targets": goal,
     })

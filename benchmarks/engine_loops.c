@@ -17,23 +17,17 @@
 #include "abi.h"
 #include "stats.h"
 
-/* the engine's per-RX-ring state, where the core has one: opaque here */
+/* the engine's per-RX-ring state: opaque here */
 struct nmb_rx_state;
 
+/* nmb_forward and nmb_ring_move, as engine.h declares them */
 typedef uint32_t (*forward_fn)(struct netmap_ring *const *rx, uint32_t nrx,
 			       struct netmap_ring *const *tx, uint32_t ntx, uint32_t burst,
-			       int zerocopy, struct nmb_ring_stats *rxs,
-			       struct nmb_ring_stats *txs, uint32_t *next_rx);
-typedef uint32_t (*forward_st_fn)(struct netmap_ring *const *rx, uint32_t nrx,
-				  struct netmap_ring *const *tx, uint32_t ntx, uint32_t burst,
-				  int zerocopy, struct nmb_rx_state *st,
-				  struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs,
-				  uint32_t *next_rx);
-typedef uint32_t (*move_fn)(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
-			    int zerocopy, struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs);
-typedef uint32_t (*move_st_fn)(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
 			       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
-			       struct nmb_ring_stats *txs);
+			       struct nmb_ring_stats *txs, uint32_t *next_rx);
+typedef uint32_t (*move_fn)(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
+			    int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
+			    struct nmb_ring_stats *txs);
 
 static int64_t now_ns(void)
 {
@@ -68,52 +62,36 @@ void bench_prepare(struct netmap_ring *rx, struct netmap_ring *tx, uint16_t len)
 }
 
 /* nmb_forward with one RX and one TX ring, as the loop calls it; returns ns. */
-int64_t bench_forward(void *fn, int with_state, struct netmap_ring *rx, struct netmap_ring *tx,
-		      uint32_t burst, int zerocopy, uint64_t iters, struct nmb_rx_state *st,
+int64_t bench_forward(void *fn, struct netmap_ring *rx, struct netmap_ring *tx, uint32_t burst,
+		      int zerocopy, uint64_t iters, struct nmb_rx_state *st,
 		      struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint64_t *frames)
 {
+	forward_fn f = (forward_fn)fn;
 	struct netmap_ring *rxv[1] = {rx}, *txv[1] = {tx};
 	uint32_t next_rx = 0;
 	uint64_t moved = 0;
 	int64_t t0 = now_ns();
 
-	if (with_state) {
-		forward_st_fn f = (forward_st_fn)fn;
-		for (uint64_t k = 0; k < iters; k++) {
-			kernel_sync(rx, tx);
-			moved += f(rxv, 1, txv, 1, burst, zerocopy, st, rxs, txs, &next_rx);
-		}
-	} else {
-		forward_fn f = (forward_fn)fn;
-		for (uint64_t k = 0; k < iters; k++) {
-			kernel_sync(rx, tx);
-			moved += f(rxv, 1, txv, 1, burst, zerocopy, rxs, txs, &next_rx);
-		}
+	for (uint64_t k = 0; k < iters; k++) {
+		kernel_sync(rx, tx);
+		moved += f(rxv, 1, txv, 1, burst, zerocopy, st, rxs, txs, &next_rx);
 	}
 	*frames = moved;
 	return now_ns() - t0;
 }
 
 /* nmb_ring_move on one ring pair; returns ns. */
-int64_t bench_move(void *fn, int with_state, struct netmap_ring *rx, struct netmap_ring *tx,
-		   uint32_t burst, int zerocopy, uint64_t iters, struct nmb_rx_state *st,
+int64_t bench_move(void *fn, struct netmap_ring *rx, struct netmap_ring *tx, uint32_t burst,
+		   int zerocopy, uint64_t iters, struct nmb_rx_state *st,
 		   struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint64_t *frames)
 {
+	move_fn f = (move_fn)fn;
 	uint64_t moved = 0;
 	int64_t t0 = now_ns();
 
-	if (with_state) {
-		move_st_fn f = (move_st_fn)fn;
-		for (uint64_t k = 0; k < iters; k++) {
-			kernel_sync(rx, tx);
-			moved += f(rx, tx, burst, zerocopy, st, rxs, txs);
-		}
-	} else {
-		move_fn f = (move_fn)fn;
-		for (uint64_t k = 0; k < iters; k++) {
-			kernel_sync(rx, tx);
-			moved += f(rx, tx, burst, zerocopy, rxs, txs);
-		}
+	for (uint64_t k = 0; k < iters; k++) {
+		kernel_sync(rx, tx);
+		moved += f(rx, tx, burst, zerocopy, st, rxs, txs);
 	}
 	*frames = moved;
 	return now_ns() - t0;
