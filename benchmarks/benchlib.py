@@ -204,6 +204,20 @@ class Background:
         )
 
 
+def add_bridge_options(parser: Any) -> None:
+    """What every benchmark that runs the nmbridge command takes: which one, and the quiet
+    wait."""
+    parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
+    add_quiet_options(parser)
+
+
+def start_bridge_benchmark(args: Any) -> Background:
+    """Root checked, the nmbridge command found; the machine's load sampled from now on."""
+    require_root()
+    args.nmbridge = args.nmbridge or nmbridge_command()
+    return Background()
+
+
 def add_quiet_options(parser: Any) -> None:
     parser.add_argument("--quiet-below", type=float, default=15.0, metavar="PCT",
                         help="before each run, wait until the machine is less than PCT%% busy "
@@ -257,6 +271,15 @@ def emit_json(record: dict[str, Any]) -> None:
     """The last line of every benchmark: one JSON object."""
     sys.stdout.flush()
     print(json.dumps(record, sort_keys=False, separators=(",", ":")), flush=True)
+
+
+def finish(benchmark: str, background: Background, settings: dict[str, Any],
+           results: Any, **more: Any) -> None:
+    """How busy the machine was, then the JSON line: name, machine, load, settings,
+    results and whatever else the benchmark keeps."""
+    print(background.describe())
+    emit_json({"benchmark": benchmark, "machine": machine(), "load": background.summary(),
+               "settings": settings, "results": results, **more})
 
 
 def note(msg: str) -> None:

@@ -264,16 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"copy, 1514 B: nmb_forward at {goal['copy1514_vs_memcpy_min']:.0%} or more of the "
           f"plain copy loop and of memcpy (aim {TARGET_COPY_1514:.0%}): "
           f"{'met' if goal['copy1514_met'] else 'MISSED'}")
-    print(background.describe())
-    benchlib.emit_json({
-        "benchmark": "engine",
-        "machine": benchlib.machine(),
-        "load": background.summary(),
-        "settings": {"runs": args.runs, "seconds": args.seconds, "cpu": args.cpu,
+    benchlib.finish("engine", background,
+                    {"runs": args.runs, "seconds": args.seconds, "cpu": args.cpu,
                      "slots": args.slots, "buf_size": BUF_SIZE, "cflags": bench.cflags},
-        "results": results,
-        "targets": goal,
-    })
+                    results, targets=goal)
     return 0
 
 

@@ -106,13 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--help-runs", type=int, default=15, help="timed `nmbridge --help` runs")
     parser.add_argument("--modes", default="default", help=f"comma-separated, of {MODES}")
     parser.add_argument("--cpu", type=int, default=1, help="the bridge's core")
-    parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
-    benchlib.add_quiet_options(parser)
+    benchlib.add_bridge_options(parser)
     args = parser.parse_args(argv)
     modes = benchlib.parse_modes(parser, args.modes, MODES)
-    benchlib.require_root()
-    args.nmbridge = args.nmbridge or benchlib.nmbridge_command()
-    background = benchlib.Background()
+    background = benchlib.start_bridge_benchmark(args)
 
     # start-up, interleaved with the bare interpreter; one untimed run of each first
     python = python_of(args.nmbridge)
@@ -162,16 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     print(benchlib.table(["command", "median ms", "min ms", "max ms"],
                          [[k, v["median_ms"], v["min_ms"], v["max_ms"]]
                           for k, v in starts.items()]))
-    print(background.describe())
-    benchlib.emit_json({
-        "benchmark": "idle",
-        "machine": benchlib.machine(),
-        "load": background.summary(),
-        "settings": {"runs": args.runs, "seconds": args.seconds, "help_runs": args.help_runs,
+    benchlib.finish("idle", background,
+                    {"runs": args.runs, "seconds": args.seconds, "help_runs": args.help_runs,
                      "cpu": args.cpu, "modes": modes},
-        "results": results,
-        "startup": starts,
-    })
+                    results, startup=starts)
     return 0
 
 

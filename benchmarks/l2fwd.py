@@ -366,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: default,busy-poll and every --peer)")
     parser.add_argument("--gen-cpu", type=int, default=0)
     parser.add_argument("--dut-cpu", type=int, default=1, help="the bridge's core")
-    parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=CMD",
                         help="another forwarder from $NMBB_IN to $NMBB_OUT, measured as mode "
                              "NAME (repeatable)")
@@ -376,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the bridge's input: d0, a veth from the generator's namespace "
                              "(default), or tap:t0, written by the generator through the "
                              "kernel (nmbridge modes only)")
-    benchlib.add_quiet_options(parser)
+    benchlib.add_bridge_options(parser)
     args = parser.parse_args(argv)
     args.peers = parse_peers(parser, args.peer)
     if args.input == "tap" and args.peers:
@@ -395,10 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("mode tc-mirred needs tc (iproute2)")
     if not 60 <= args.frame_len <= 1514:
         parser.error("--frame-len must be 60..1514")
-    benchlib.require_root()
-    args.nmbridge = args.nmbridge or benchlib.nmbridge_command()
 
-    background = benchlib.Background()
+    background = benchlib.start_bridge_benchmark(args)
     results: list[Result] = []
     with benchlib.scratch_dir() as work, benchlib.Sandbox() as sandbox:
         gen_bin = benchlib.compile_c(benchlib.HERE / "l2gen.c", work)
@@ -449,18 +446,13 @@ def main(argv: list[str] | None = None) -> int:
     if back:
         print(f"warning: {back} frames went back out of {TAP if args.input == 'tap' else 'd0'} "
               "towards the generator")
-    print(background.describe())
-    benchlib.emit_json({
-        "benchmark": "l2fwd",
-        "machine": benchlib.machine(),
-        "load": background.summary(),
-        "settings": {k: getattr(args, k) for k in
-                     ("runs", "duration", "warmup", "rate", "frame_len", "gen_cpu", "dut_cpu")}
-                    | {"in": args.input, "modes": modes, "peers": args.peers,
-                       "busy_from": source},
-        "results": summary,
-        "runs": [r.__dict__ | {"per_busy_second": round(r.per_busy_second)} for r in results],
-    })
+    benchlib.finish(
+        "l2fwd", background,
+        {k: getattr(args, k) for k in
+         ("runs", "duration", "warmup", "rate", "frame_len", "gen_cpu", "dut_cpu")}
+        | {"in": args.input, "modes": modes, "peers": args.peers, "busy_from": source},
+        summary,
+        runs=[r.__dict__ | {"per_busy_second": round(r.per_busy_second)} for r in results])
     return 0
 
 

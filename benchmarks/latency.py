@@ -106,13 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--ping-cpu", type=int, default=0)
     parser.add_argument("--bridge-cpu", type=int, default=1)
-    parser.add_argument("--nmbridge", default=None, help="the nmbridge command to run")
-    benchlib.add_quiet_options(parser)
+    benchlib.add_bridge_options(parser)
     args = parser.parse_args(argv)
     modes = benchlib.parse_modes(parser, args.modes, MODES)
-    benchlib.require_root()
-    args.nmbridge = args.nmbridge or benchlib.nmbridge_command()
-    background = benchlib.Background()
+    background = benchlib.start_bridge_benchmark(args)
     rtts: dict[str, list[float]] = {m: [] for m in modes}
     run_medians: dict[str, list[float]] = {m: [] for m in modes}
     with benchlib.scratch_dir() as work, benchlib.Sandbox() as sandbox:
@@ -161,16 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             row.append(r["median_added_us"])
         rows.append(row)
     print(benchlib.table(headers, rows))
-    print(background.describe())
-    benchlib.emit_json({
-        "benchmark": "latency",
-        "machine": benchlib.machine(),
-        "load": background.summary(),
-        "settings": {"runs": args.runs, "count": args.count, "interval": args.interval,
-                     "size": args.size, "ping_cpu": args.ping_cpu, "bridge_cpu": args.bridge_cpu,
-                     "modes": modes},
-        "results": results,
-    })
+    benchlib.finish("latency", background,
+                    {"runs": args.runs, "count": args.count, "interval": args.interval,
+                     "size": args.size, "ping_cpu": args.ping_cpu,
+                     "bridge_cpu": args.bridge_cpu, "modes": modes},
+                    results)
     return 0
 
 
