@@ -615,10 +615,11 @@ _MODE_RINGS: dict[str, tuple[str | None, str | None]] = {
 
 
 #: flags that leave a port one way only, and why a bridge (both ways) cannot use it
+_MONITOR = "a monitor port only receives copies (netmap refuses its TX sync)"
 _ONE_WAY_FLAGS = (
-    ("NR_MONITOR_TX", "a monitor port only receives copies (netmap refuses its TX sync)"),
-    ("NR_MONITOR_RX", "a monitor port only receives copies (netmap refuses its TX sync)"),
-    ("NR_ZCOPY_MON", "a monitor port only receives copies (netmap refuses its TX sync)"),
+    ("NR_MONITOR_TX", _MONITOR),
+    ("NR_MONITOR_RX", _MONITOR),
+    ("NR_ZCOPY_MON", _MONITOR),
     ("NR_RX_RINGS_ONLY", "/R binds the RX rings only, and the bridge sends through the port too"),
     ("NR_TX_RINGS_ONLY", "/T binds the TX rings only, and the bridge receives from the port too"),
 )

@@ -16,20 +16,17 @@
 #include "eport.h"
 #include "loop.h"
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ms(void)
+{
+	return now_ns() / 1000000u;
 }
 
 static int is_emulated(const struct nmb_port *p)
@@ -175,11 +172,14 @@ static int may_coalesce(const struct nmb_bridge *b, const int *up)
 /* A wake-up from poll(): was the rate since the last one a load worth coalescing? */
 static void note_wake(struct nmb_bridge *b)
 {
-	uint64_t t = now_ns(), frames = b->forwarded - b->forwarded_at_wake;
+	uint64_t t, frames;
 
+	if (!b->coalesce_us || !is_emulated(b->port[0]) || !is_emulated(b->port[1]))
+		return; /* nothing to coalesce: no clock read per wake-up */
+	t = now_ns();
+	frames = b->forwarded - b->forwarded_at_wake;
 	/* frames / interval * coalesce_us >= NMB_COALESCE_GATHER, without dividing */
-	if (b->coalesce_us &&
-	    frames * b->coalesce_us * 1000u >= NMB_COALESCE_GATHER * (t - b->last_wake_ns))
+	if (frames * b->coalesce_us * 1000u >= NMB_COALESCE_GATHER * (t - b->last_wake_ns))
 		b->coalesce_streak += b->coalesce_streak < NMB_COALESCE_AFTER_MAX;
 	else
 		b->coalesce_streak = 0;
