@@ -16,14 +16,21 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nmbridge import __version__, completion, terminal
-from nmbridge.errors import EXIT_STATUSES, NmbridgeError, UsageError
+from nmbridge.counters import DEFAULT_DIR as DEFAULT_STATS_DIR
+from nmbridge.counters import DIR_ENV as STATS_DIR_ENV
+from nmbridge.errors import (
+    EXIT_STATUSES,
+    INTERRUPTED_STATUS,
+    USAGE_STATUS,
+    NmbridgeError,
+    UsageError,
+)
+from nmbridge.tunables import BURST, POLL_TIMEOUT_MS, RX_USECS
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
-DEFAULT_STATS_DIR = "/run/nmbridge"
-STATS_DIR_ENV = "NMBRIDGE_STATS_DIR"
-USAGE_STATUS = 2
+
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -126,16 +133,19 @@ def cli() -> None:
               shell_complete=completion.ports,
               help="A port to bridge; give exactly two (netmap:eth0, vale0:a, packet:veth0, "
                    "tap:nmb0, ...).")
-@click.option("--burst", type=click.IntRange(1, 8192), default=1024, show_default=True,
+@click.option("--burst", type=click.IntRange(BURST.low, BURST.high), default=BURST.default,
+              show_default=True,
               help="Most frames moved from one RX ring per pass.")
 @click.option("--no-zero-copy", is_flag=True, help="Copy frames even where ports share memory.")
 @click.option("--wait-link", type=Seconds(min=0), default=0.0, metavar="SECONDS",
               help="At start, wait up to SECONDS for the links to come up.")
 @click.option("--busy-poll", is_flag=True, help="Never sleep in poll(): lower latency, one "
               "core at 100%.")
-@click.option("--poll-timeout", type=click.IntRange(1, 1000), default=100, show_default=True,
+@click.option("--poll-timeout", type=click.IntRange(POLL_TIMEOUT_MS.low, POLL_TIMEOUT_MS.high),
+              default=POLL_TIMEOUT_MS.default, show_default=True,
               metavar="MS", help="Longest sleep in poll() before the loop looks around.")
-@click.option("--rx-usecs", type=click.IntRange(0, 10000), default=400, show_default=True,
+@click.option("--rx-usecs", type=click.IntRange(RX_USECS.low, RX_USECS.high),
+              default=RX_USECS.default, show_default=True,
               metavar="USECS", help="Emulated ports under a sustained load: gather frames "
               "for USECS between wake-ups instead of waking for each (less CPU, up to USECS "
               "more latency while the load lasts); 0: never.")
@@ -170,7 +180,7 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
     rings, prints the totals and exits 0.
     """
-    from nmbridge.runner import LOOP_BUDGET_MS, BridgeOptions, run_bridge
+    from nmbridge.commands.bridge import LOOP_BUDGET_MS, BridgeOptions, run_bridge
     from nmbridge.systemd import bridge_hooks
 
     _verbosity(verbose, quiet)
@@ -203,7 +213,7 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
 
 
 def _listen(value: str | None) -> tuple[str, int] | None:
-    from nmbridge.statscmd import parse_listen
+    from nmbridge.commands.stats import parse_listen
 
     if value is None:
         return None
@@ -231,7 +241,7 @@ def stats_cmd(name: str | None, stats_dir: str, watch: bool, interval: float, as
     A stale instance (its process died) is shown as stale. Exit status 8 when
     there is no instance to show, 9 when a stats file cannot be read.
     """
-    from nmbridge.statscmd import output_format, show
+    from nmbridge.commands.stats import output_format, show
 
     show(stats_dir, name, output_format(as_json=as_json, prometheus=prometheus), watch=watch,
          interval=interval)
@@ -246,7 +256,7 @@ def check_cmd(iface: str, fix: bool, as_json: bool) -> None:
     against the buffer size, rings, offloads. Exit 0 if ready, 10 if not."""
     import json
 
-    from nmbridge.check import check_interface, raise_unless_ready
+    from nmbridge.commands.check import check_interface, raise_unless_ready
 
     report = check_interface(iface, fix=fix)
     if as_json:
@@ -292,7 +302,7 @@ def demo_cmd(duration: float, rate: int, live: bool | None, quiet: int) -> None:
     Everything it creates is removed when it ends, also on Ctrl-C. Exit 1 if a
     frame was lost or a ping went unanswered.
     """
-    from nmbridge.demo import DemoOptions, run_demo
+    from nmbridge.commands.demo import DemoOptions, run_demo
 
     _verbosity(0, quiet)
     run_demo(DemoOptions(duration=duration, rate=rate, live=live))
@@ -315,7 +325,7 @@ def run(argv: list[str] | None = None) -> int:
         terminal.error(_click_message(exc))
         return USAGE_STATUS
     except click.exceptions.Abort:
-        return 130
+        return INTERRUPTED_STATUS
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -325,7 +335,7 @@ def run(argv: list[str] | None = None) -> int:
         terminal.error(exc.message)
         return exc.exit_status
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED_STATUS
     except (BrokenPipeError, _StdoutClosed):
         _silence_stdout()
         return 0

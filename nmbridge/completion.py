@@ -51,9 +51,9 @@ def ports(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
 
 def instances(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The instance names that have a stats file in --stats-dir."""
-    from nmbridge.counters import DEFAULT_DIR, SUFFIX
+    from nmbridge.counters import DEFAULT_DIR, DIR_ENV, SUFFIX
 
-    stats_dir = ctx.params.get("stats_dir") or os.environ.get("NMBRIDGE_STATS_DIR") or DEFAULT_DIR
+    stats_dir = ctx.params.get("stats_dir") or os.environ.get(DIR_ENV) or DEFAULT_DIR
     try:
         names = sorted(
             f[: -len(SUFFIX)]

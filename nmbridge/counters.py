@@ -44,12 +44,28 @@ MAGIC = b"NMBSTATS"
 FORMAT_VERSION = 1
 SUFFIX = ".stats"
 DEFAULT_DIR = "/run/nmbridge"
+#: the environment variable that names another stats directory
+DIR_ENV = "NMBRIDGE_STATS_DIR"
 _FIXED = struct.Struct("<8sIIIIQQ")
 _PAGE = 4096
 _READ_RETRIES = 1000
 _HEADER_KEYS = ("seq", "heartbeat_ns", "nrings", "state")
 #: counters every reader of format 1 shows; the others may be absent (then 0)
 _REQUIRED_FIELDS = ("frames", "bytes")
+#: drop reason (JSON key, Prometheus label) -> the record field that counts it
+DROP_REASONS: dict[str, str] = {
+    "oversize": "drop_oversize",
+    "chain": "drop_chain",
+    "rx": "drop_rx",
+    "tx": "drop_tx",
+}
+#: every field that counts a frame not forwarded
+DROP_FIELDS = tuple(DROP_REASONS.values())
+
+
+def dropped(values: dict[str, int]) -> int:
+    """All the frames a set of counters did not forward, whatever the reason."""
+    return sum(values.get(f, 0) for f in DROP_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,10 @@ class Snapshot:
         )
         out["drop_tx"] = tx_drops
         return out
+
+    def dropped(self, direction_port: int | None = None) -> int:
+        """The frames of a direction (or all) that were not forwarded."""
+        return dropped(self.totals(direction_port))
 
 
 def valid_instance_name(name: str) -> bool:
@@ -196,18 +216,11 @@ class StatsWriter:
         try:
             # O_NONBLOCK: a FIFO in its place must not hang the bridge (rename replaces it)
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
         except OSError:
-            return
+            return  # none (or nothing readable): the rename below replaces it
         try:
             if _is_locked(fd):
-                pid = _read_pid(fd)
-                raise PortBusy(
-                    f"an instance named '{self.path.stem}' is already running"
-                    + (f" (pid {pid})" if pid else "")
-                    + ": stop it or choose another --name"
-                )
+                raise already_running(self.path.stem, _read_pid(fd))
         finally:
             os.close(fd)
         # a stale file of a killed instance: replaced by the rename below
@@ -244,13 +257,25 @@ def _dir_locked(stats_dir: str) -> Iterator[None]:
         os.close(dfd)
 
 
+def already_running(instance: str, pid: int) -> PortBusy:
+    return PortBusy(f"an instance named '{instance}' is already running"
+                    + (f" (pid {pid})" if pid else "") + ": stop it or choose another --name")
+
+
+def stats_dir_error(what: str, exc: OSError) -> Exception:
+    """The error for a stats directory nmbridge cannot create or write (`what` says
+    which: "cannot create the stats directory DIR", ...)."""
+    if exc.errno == errno.EROFS:
+        return PermissionDenied(f"{what}: it is on a read-only file system (choose a "
+                                "writable --stats-dir)")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(f"{what}: permission denied (run as root, or choose a "
+                                "writable --stats-dir)")
+    return UsageError(f"{what}: {exc.strerror}")
+
+
 def _dir_error(stats_dir: str, exc: OSError) -> Exception:
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(
-            f"cannot write the stats file in {stats_dir}: {os.strerror(exc.errno or 0)} "
-            "(run as root, or choose a writable --stats-dir)"
-        )
-    return UsageError(f"cannot write the stats file in {stats_dir}: {exc.strerror}")
+    return stats_dir_error(f"cannot write the stats file in {stats_dir}", exc)
 
 
 def _read_pid(fd: int) -> int:

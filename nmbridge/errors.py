@@ -7,6 +7,8 @@ agree.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import ClassVar
 
 #: exit status -> what it means (the man page's EXIT STATUS section says the same)
@@ -24,6 +26,8 @@ EXIT_STATUSES: dict[int, str] = {
     9: "a stats file is corrupt, truncated, or of a newer format",
     10: "nmbridge check: the interface is not ready for netmap",
     11: "a system call failed in a way not listed above",
+    130: "interrupted by Ctrl-C where the bridge's signal handling does not catch it "
+         "(while the ports are being opened, for instance)",
 }
 
 
@@ -110,6 +114,26 @@ class SystemFailure(NmbridgeError):
     """A system call failed in a way that has no more specific class."""
 
     exit_status = 11
+
+
+#: the statuses the CLI returns without an exception of ours (click's usage errors, Ctrl-C)
+USAGE_STATUS = UsageError.exit_status
+INTERRUPTED_STATUS = 130
+
+
+def from_errno(err: int, what: str) -> NmbridgeError:
+    """The exception for an errno met while doing `what` (a system call of nmbridge's
+    or the C core's negative return code)."""
+    reason = os.strerror(err)
+    if err in (errno.EPERM, errno.EACCES):
+        return PermissionDenied(f"{what}: permission denied (run as root or with CAP_NET_ADMIN)")
+    if err in (errno.ENXIO, errno.ENODEV):
+        return NoSuchPort(f"{what}: no such interface or port")
+    if err == errno.EBUSY:
+        return PortBusy(f"{what}: busy (another program has it open)")
+    if err in (errno.EINVAL, errno.EOPNOTSUPP):
+        return KernelRefused(f"{what}: refused by the kernel ({reason})")
+    return SystemFailure(f"{what}: {reason}")
 
 
 def all_error_classes() -> list[type[NmbridgeError]]:

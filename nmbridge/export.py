@@ -10,20 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nmbridge.counters import RingCounters, Snapshot
+from nmbridge.counters import DROP_REASONS, RingCounters, Snapshot
 from nmbridge.view import direction_label
 
 #: bump only for a change that can break a reader (a key removed, renamed or
 #: retyped); new keys are added without a bump
 SCHEMA_VERSION = 1
-
-#: drop reason (JSON key, Prometheus label) -> the record field that counts it
-DROP_REASONS: dict[str, str] = {
-    "oversize": "drop_oversize",
-    "chain": "drop_chain",
-    "rx": "drop_rx",
-    "tx": "drop_tx",
-}
 
 #: the states a snapshot can be in; "stale": the file of an instance that died
 STATES = ("starting", "running", "link-wait", "stopped", "stale")

@@ -10,7 +10,6 @@ out of the kernel until it is up again.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 import threading
@@ -18,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nmbridge import terminal
+from nmbridge import sysfs, terminal
 from nmbridge.portspec import NIC_KINDS, NIC_RING_KINDS, PortSpec
 
 RTMGRP_LINK = 1
@@ -34,31 +33,12 @@ IFF_LOWER_UP = 0x10000
 NETMAP_FWD_PARAM = "/sys/module/netmap/parameters/fwd"
 
 
-def sysfs(ifname: str, attr: str) -> str | None:
-    try:
-        with open(f"/sys/class/net/{ifname}/{attr}") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def exists(ifname: str) -> bool:
-    return os.path.isdir(f"/sys/class/net/{ifname}")
-
-
 def link_up(ifname: str) -> bool:
     """Administratively up and with carrier (IFF_UP and IFF_LOWER_UP)."""
-    flags = sysfs(ifname, "flags")
-    if flags is None:
+    flags = sysfs.read_int(ifname, "flags")
+    if flags is None or not flags & IFF_UP:
         return False
-    if not int(flags, 16) & IFF_UP:
-        return False
-    return sysfs(ifname, "carrier") == "1"
-
-
-def mtu(ifname: str) -> int | None:
-    value = sysfs(ifname, "mtu")
-    return int(value) if value and value.isdigit() else None
+    return sysfs.read(ifname, "carrier") == "1"
 
 
 def port_interface(spec: PortSpec) -> str | None:
@@ -241,7 +221,7 @@ def netmap_buf_size(default: int = 2048) -> int:
 def offloads_on(ifname: str, which: Sequence[str] = NETMAP_OFFLOADS) -> list[str]:
     from nmbridge import engine
 
-    states = engine.read_offloads(ifname)
+    states = engine.ethtool.read_offloads(ifname)
     return [name for name in which if states.get(name)]
 
 
@@ -263,7 +243,7 @@ def netmap_fwd_warning(path: str = NETMAP_FWD_PARAM) -> list[str]:
 def start_warnings(spec: PortSpec) -> list[str]:
     """Warnings about an interface's settings, given when a bridge starts."""
     ifname = port_interface(spec)
-    if ifname is None or not exists(ifname):
+    if ifname is None or not sysfs.exists(ifname):
         return []
     try:
         if spec.emulated:

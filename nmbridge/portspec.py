@@ -24,13 +24,13 @@ this module carries their netmap names.
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nmbridge import sysfs
 from nmbridge.errors import BadPortName
 
 __all__ = [
@@ -180,6 +180,7 @@ class RegisterRequest:
     nr_host_tx_rings: int = 0
     nr_host_rx_rings: int = 0
     share: str | None = None  # @share=PORT: use PORT's region (resolved when opening)
+    share_port: PortSpec | None = None  # that PORT, read
     extmem: dict[str, str] | None = None  # @extmem: libnetmap's key names -> values
     offset: dict[str, str] | None = None  # @offset: "initial", "bits" -> values
 
@@ -221,15 +222,11 @@ def parse_port(name: str, iface_exists: Callable[[str], bool] | None = None) -> 
     only to resolve NAME-K (interface NAME-K, or ring K of NAME); by default it
     looks in /sys/class/net.
     """
-    exists = _iface_in_sysfs if iface_exists is None else iface_exists
+    exists = sysfs.exists if iface_exists is None else iface_exists
     try:
         return _parse(name, exists)
     except _Invalid as exc:
         raise BadPortName(f"bad port name {_quote(name)}: {exc}") from None
-
-
-def _iface_in_sysfs(ifname: str) -> bool:
-    return os.path.exists(f"/sys/class/net/{ifname}")
 
 
 def _quote(text: str) -> str:
@@ -349,7 +346,8 @@ def _parse_kernel_port(
     # Only without a pipe could NAME-K have been the name of an interface.
     hint = "" if pipe_sep else f" (and there is no interface named {_quote(stem)})"
     mode, ring, flags, mem_id, options = _parse_suffix(suffix, ring_digits, hint)
-    conf, share, extmem, offset = _parse_options(options, exists)
+    conf, share_port, extmem, offset = _parse_options(options, exists)
+    share = share_port.text if share_port is not None else None
     if share is not None and mem_id:
         raise _Invalid(f"@{mem_id} and @share both choose the memory region: give one")
 
@@ -360,6 +358,7 @@ def _parse_kernel_port(
         nr_flags=tuple(f for f in _FLAG_ORDER if f in flags),
         nr_mem_id=mem_id,
         share=share,
+        share_port=share_port,
         extmem=extmem,
         offset=offset,
         **conf,
@@ -489,10 +488,10 @@ def _parse_suffix(
 
 def _parse_options(
     text: str, exists: Callable[[str], bool]
-) -> tuple[dict[str, int], str | None, dict[str, str] | None, dict[str, str] | None]:
+) -> tuple[dict[str, int], PortSpec | None, dict[str, str] | None, dict[str, str] | None]:
     """@option... -> (register fields from @conf, share, extmem, offset)."""
     conf: dict[str, int] = {}
-    share: str | None = None
+    share: PortSpec | None = None
     extmem: dict[str, str] | None = None
     offset: dict[str, str] | None = None
     if not text:
@@ -507,13 +506,12 @@ def _parse_options(
         elif option == "share":
             if share is not None:
                 raise _Invalid("option share given twice")
-            share = keys["port"]
             try:
-                shared = _parse(share, exists)
+                share = _parse(keys["port"], exists)
             except _Invalid as exc:
-                raise _Invalid(f"option share: {_quote(share)}: {exc}") from None
-            if shared.emulated:
-                raise _Invalid(f"option share: {_quote(share)} is not a netmap port")
+                raise _Invalid(f"option share: {_quote(keys['port'])}: {exc}") from None
+            if share.emulated:
+                raise _Invalid(f"option share: {_quote(share.text)} is not a netmap port")
         elif option == "extmem":
             if extmem is not None:
                 raise _Invalid("option extmem given twice")

@@ -70,17 +70,9 @@ def watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> flo
 
 def status_text(snap: Snapshot) -> str:
     """The STATUS= line: frames, bytes and drops per direction since the start."""
-    from nmbridge.view import DROP_FIELDS, direction_label
+    from nmbridge.view import direction_totals, totals_phrase
 
-    parts = []
-    for port in range(len(snap.ports)):
-        v = snap.totals(port)
-        drops = sum(v.get(f, 0) for f in DROP_FIELDS)
-        parts.append(
-            f"{direction_label(snap, port)} {v.get('frames', 0)} frames "
-            f"{v.get('bytes', 0)} bytes {drops} dropped"
-        )
-    return "forwarding: " + "; ".join(parts)
+    return "forwarding: " + totals_phrase(direction_totals(snap))
 
 
 class Notifier:

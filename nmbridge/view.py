@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nmbridge.counters import RingCounters, Snapshot
+from nmbridge.counters import DROP_FIELDS, RingCounters, Snapshot, dropped
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-DROP_FIELDS = ("drop_oversize", "drop_chain", "drop_rx", "drop_tx")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,8 @@ def _ring_name(r: RingCounters) -> str:
 
 
 def _drops(values: dict[str, int]) -> int:
-    return sum(values.get(f, 0) for f in DROP_FIELDS if f != "drop_tx")
+    """An RX ring's drops (the TX side's are the other port's, added to the row)."""
+    return dropped(values) - values.get("drop_tx", 0)
 
 
 def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
@@ -197,8 +197,21 @@ class Summary:
 
 
 def _direction_sums(snap: Snapshot, port: int) -> tuple[int, int]:
-    t = snap.totals(port)
-    return t.get("frames", 0), sum(t.get(f, 0) for f in DROP_FIELDS)
+    return snap.totals(port).get("frames", 0), snap.dropped(port)
+
+
+def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
+    """Each direction's totals, by its label."""
+    return {direction_label(snap, port): snap.totals(port) for port in range(len(snap.ports))}
+
+
+def totals_phrase(directions: dict[str, dict[str, int]]) -> str:
+    """'wire->host 5 frames 420 bytes 0 dropped; host->wire ...': the totals line of a
+    stop, and of systemd's STATUS=."""
+    return "; ".join(
+        f"{label} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes {dropped(v)} dropped"
+        for label, v in directions.items()
+    )
 
 
 def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:

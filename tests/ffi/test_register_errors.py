@@ -23,8 +23,8 @@ SPEC = parse_port("netmap:eth0")
 )
 def test_api_mismatch_names_the_module_api(monkeypatch: pytest.MonkeyPatch, err: int, api: int,
                                            says: str) -> None:
-    monkeypatch.setattr(engine, "_legacy_api", lambda: api)
-    exc = engine._register_error(SPEC, err, None)
+    monkeypatch.setattr(engine.ports, "_legacy_api", lambda: api)
+    exc = engine.ports._register_error(SPEC, err, None)
     assert isinstance(exc, KernelRefused)
     assert exc.message == f"netmap:eth0: the netmap module {says}"
 
@@ -32,7 +32,7 @@ def test_api_mismatch_names_the_module_api(monkeypatch: pytest.MonkeyPatch, err:
 @pytest.mark.parametrize("api", [0, 14, 15])
 def test_einval_within_the_api_range_is_about_the_request(monkeypatch: pytest.MonkeyPatch,
                                                           api: int) -> None:
-    monkeypatch.setattr(engine, "_legacy_api", lambda: api)
-    exc = engine._register_error(SPEC, errno.EINVAL, None)
+    monkeypatch.setattr(engine.ports, "_legacy_api", lambda: api)
+    exc = engine.ports._register_error(SPEC, errno.EINVAL, None)
     assert isinstance(exc, KernelRefused)
     assert "EINVAL" in exc.message and "API" not in exc.message

@@ -1,6 +1,6 @@
-"""The bench that test_soak.py and test_faults.py share: a Sandbox (nmbridge.sandbox,
+"""The bench that test_soak.py and test_faults.py share: a Sandbox (nmbridge.lab.sandbox,
 addresses on 198.18.0.0/15 only), the installed `nmbridge` started in its bridge
-namespace, UDP streams from nmbridge.traffic, and every counter that can say
+namespace, UDP streams from nmbridge.lab.traffic, and every counter that can say
 where a frame went:
 
 - the senders' and receivers' reports (sent; arrived, unique, intact, in order),
@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 from polling import wait_for
 
-from nmbridge import traffic
 from nmbridge.counters import read_snapshot
-from nmbridge.sandbox import Sandbox
+from nmbridge.lab import traffic
+from nmbridge.lab.sandbox import Sandbox
 
 NMBRIDGE = str(Path(sys.executable).with_name("nmbridge"))
 START_TIMEOUT = 15.0
@@ -46,7 +46,7 @@ TOTALS_RE = re.compile(r"nmbridge: stopped \((\w+)\) after ([\d.]+) s: (.*)$")
 DIRECTION_RE = re.compile(r"(\S+) (\d+) frames (\d+) bytes (\d+) dropped")
 #: UDP payload sizes: Ethernet frames of 60 to 1514 bytes, swept
 PAYLOAD_RANGE = "18:1472"
-#: the most datagrams one traffic process sends (nmbridge.traffic's bound)
+#: the most datagrams one traffic process sends (nmbridge.lab.traffic's bound)
 MAX_ROUND_COUNT = traffic.MAX_COUNT
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from reliability_lab import Lab, account, delta
 
-from nmbridge.sandbox import Sandbox
+from nmbridge.lab.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
 

@@ -1,10 +1,10 @@
 """Real packets through the installed nmbridge (issue 3, "The bridge runs").
 
-Each test builds a nmbridge.sandbox.Sandbox: a wire namespace whose nmbw0
+Each test builds a nmbridge.lab.sandbox.Sandbox: a wire namespace whose nmbw0
 (198.18.0.1) is a host on the wire, and a bridge namespace holding the veth
 peer nmbv0 and the TAP nmbt0 (198.18.0.2, the host stack). The installed
 `nmbridge -i packet:nmbv0 -i tap:nmbt0` runs in the bridge namespace, and
-nmbridge.traffic sends pings and numbered UDP datagrams through it, both ways.
+nmbridge.lab.traffic sends pings and numbered UDP datagrams through it, both ways.
 The sandbox's neighbours are static and IPv6 is off, so nothing but the test's
 traffic crosses the bridge: its counters must equal what was sent, exactly.
 
@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 import pytest
 from polling import wait_for
 
-from nmbridge import traffic
+from nmbridge.commands.demo import BridgeTotals, parse_totals
 from nmbridge.counters import read_snapshot
-from nmbridge.demo import BridgeTotals, parse_totals
 from nmbridge.engine import DEFAULT_BUF_SIZE
-from nmbridge.sandbox import Sandbox
+from nmbridge.lab import traffic
+from nmbridge.lab.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
 
@@ -40,7 +40,7 @@ NMBRIDGE = str(Path(sys.executable).parent / "nmbridge")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 TRAFFIC_TIMEOUT = 60.0
-#: Ethernet + IPv4 + ICMP echo header + the 56 bytes nmbridge.traffic's ping sends
+#: Ethernet + IPv4 + ICMP echo header + the 56 bytes nmbridge.lab.traffic's ping sends
 PING_FRAME = 14 + 20 + 8 + 56
 #: UDP payload -> frame on the wire
 OVERHEAD = traffic.FRAME_OVERHEAD
@@ -416,7 +416,8 @@ def test_sigterm_mid_traffic_flushes_prints_totals_and_exits_0(sb: Sandbox) -> N
 #: the flush a stop ends with; prints what the flush did as one JSON line
 FLUSH_ONLY = """
 import json, sys
-from nmbridge.engine import Bridge, close_ports, open_ports
+from nmbridge.engine import Bridge
+from nmbridge.ports import close_ports, open_ports
 from nmbridge.portspec import parse_port
 ports = open_ports([parse_port(name) for name in sys.argv[1:3]])
 bridge = Bridge(*ports)
@@ -426,7 +427,6 @@ dropped = bridge.flush(1000)
 rings = [f"{r.port}{r.direction}" for r in bridge.rings()]
 print(json.dumps({"dropped": dropped, "forwarded": bridge.forwarded,
                   "rings": dict(zip(rings, bridge.counters()))}), flush=True)
-bridge.close()
 close_ports(ports)
 """
 

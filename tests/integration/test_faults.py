@@ -1,5 +1,5 @@
 """Faults, each through the installed `nmbridge` in a subprocess, in throw-away
-namespaces (nmbridge.sandbox: a veth "wire" and a TAP "host stack", 198.18.0.0/15):
+namespaces (nmbridge.lab.sandbox: a veth "wire" and a TAP "host stack", 198.18.0.0/15):
 
 - the wire interface deleted, the TAP removed while running: one clear line, exit 1,
   the stats file removed;
@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 from reliability_lab import NMBRIDGE, PAYLOAD_RANGE, Lab, Ledger, Stream, account, delta, wait_for
 
-from nmbridge import traffic
 from nmbridge.engine import DEFAULT_SLOTS
-from nmbridge.sandbox import Sandbox
+from nmbridge.lab import traffic
+from nmbridge.lab.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
 
@@ -392,7 +392,7 @@ def test_stats_dir_under_a_file(lab: Lab, tmp_path: Path) -> None:
 def test_stats_dir_on_a_read_only_file_system(lab: Lab, readonly_dir: Path) -> None:
     status, err = _refused_before_forwarding(lab, [], str(readonly_dir))
     assert status == 4, err
-    assert_one_clear_error(err, f"the stats directory {readonly_dir} is not writable: it is "
+    assert_one_clear_error(err, f"cannot write in the stats directory {readonly_dir}: it is "
                                 "on a read-only file system (choose a writable --stats-dir)")
 
 

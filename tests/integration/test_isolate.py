@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nmbridge.sandbox import VETH_MAC, WIRE_MAC, Sandbox
+from nmbridge.lab.sandbox import VETH_MAC, WIRE_MAC, Sandbox
 
 pytestmark = pytest.mark.root
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from notify_listener import Listener, bind, bind_abstract_in_netns
 
-from nmbridge import sandbox
-from nmbridge.sandbox import Sandbox
+from nmbridge.lab import sandbox
+from nmbridge.lab.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
 

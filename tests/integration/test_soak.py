@@ -19,7 +19,7 @@ import time
 import pytest
 from reliability_lab import MAX_ROUND_COUNT, Lab, account, delta, rss_sampler
 
-from nmbridge.sandbox import Sandbox
+from nmbridge.lab.sandbox import Sandbox
 
 pytestmark = pytest.mark.root
 

@@ -50,6 +50,7 @@ import threading
 import time
 
 from nmbridge import engine
+from nmbridge import ports as bridge_ports
 from nmbridge._ffi._core import ffi, lib
 from nmbridge.portspec import parse_port
 
@@ -77,7 +78,8 @@ def result(**kw):
 
 
 def open_ports(*names):
-    return engine.open_ports([parse_port(n) for n in names])
+    """As a bridge opens them: the control plane's checks and claims, then the engine."""
+    return bridge_ports.open_ports([parse_port(n) for n in names])
 
 
 def frame(i, size=60, tag=b"nmb", dst=b"\x02\x00\x00\x00\x00\x02",

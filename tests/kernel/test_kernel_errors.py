@@ -279,7 +279,7 @@ def test_a_register_the_kernel_refuses(fake: FakeKernel, error_ns: str, port: st
 RAW_FD = r'''
 import errno as E
 unreg = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
-assert lib.nmb_kport_open(unreg, engine.NETMAP_DEVICE.encode()) == 0
+assert lib.nmb_kport_open(unreg, engine.ports.NETMAP_DEVICE.encode()) == 0
 base = ffi.new("void **")
 p = select.poll()
 p.register(unreg.fd, select.POLLIN)

@@ -44,7 +44,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv(cli.STATS_DIR_ENV, str(tmp_path / "run"))
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    monkeypatch.setattr("nmbridge.engine.NETMAP_DEVICE", str(tmp_path / "no-netmap"))
+    monkeypatch.setattr("nmbridge.engine.ports.NETMAP_DEVICE", str(tmp_path / "no-netmap"))
     terminal.set_verbosity(0)
     yield
     terminal.set_verbosity(0)
@@ -440,17 +440,18 @@ def test_installed_output_into_a_closed_pipe(env: dict[str, str]) -> None:
     assert err == ""
 
 
-def test_rx_usecs_reaches_the_bridge_with_the_engines_default_and_range(
+def test_rx_usecs_reaches_the_bridge_with_the_one_default_and_range(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from nmbridge import engine, runner
+    from nmbridge.commands import bridge as runner
+    from nmbridge.tunables import RX_USECS
 
     seen: list[runner.BridgeOptions] = []
     monkeypatch.setattr(runner, "run_bridge", seen.append)
     base = ["bridge", "-i", "tap:x", "-i", "tap:y", "--stats-dir", str(tmp_path)]
-    for extra in ([], ["--rx-usecs", "0"], ["--rx-usecs", str(engine.RX_USECS_MAX)]):
+    for extra in ([], ["--rx-usecs", "0"], ["--rx-usecs", str(RX_USECS.high)]):
         result = CliRunner().invoke(cli.cli, [*base, *extra], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-    assert [o.rx_usecs for o in seen] == [engine.DEFAULT_RX_USECS, 0, engine.RX_USECS_MAX]
-    result = CliRunner().invoke(cli.cli, [*base, "--rx-usecs", str(engine.RX_USECS_MAX + 1)])
+    assert [o.rx_usecs for o in seen] == [RX_USECS.default, 0, RX_USECS.high]
+    result = CliRunner().invoke(cli.cli, [*base, "--rx-usecs", str(RX_USECS.high + 1)])
     assert result.exit_code == USAGE

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nmbridge.counters import RingCounters, Snapshot
+from nmbridge.counters import DROP_REASONS, RingCounters, Snapshot
 from nmbridge.export import (
-    DROP_REASONS,
     SCHEMA_VERSION,
     escape_label_value,
     instance_dict,

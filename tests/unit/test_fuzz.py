@@ -30,7 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmbridge import cli, export, runner, statscmd, terminal, view
+from nmbridge import cli, export, terminal, view
+from nmbridge.commands import bridge as runner
+from nmbridge.commands import stats as statscmd
 from nmbridge.counters import (
     FORMAT_VERSION,
     MAGIC,
@@ -264,7 +266,7 @@ def test_stats_options(words: list[str], number: str, capsys: pytest.CaptureFixt
 @given(duration=NUMBERS, rate=NUMBERS)
 def test_demo_options(duration: str, rate: str, capsys: pytest.CaptureFixture[str],
                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from nmbridge import demo
+    from nmbridge.commands import demo
 
     got: list[Any] = []
     monkeypatch.setattr(demo, "run_demo", got.append)

@@ -450,11 +450,11 @@ def test_the_counters_area_is_documented_as_the_c_core_lays_it_out() -> None:
     section = page().section("FILES", "The stats file")
     text = section.text
     fields = [i.tag for i in section.items if i.tag is not None]
-    assert fields == engine.stats_record_fields()
-    assert f"counters_header_size bytes ({engine.stats_header_size()})" in text
-    assert f"record_size bytes ({engine.stats_record_size()})" in text
-    offsets = engine.stats_header_offsets()
-    states = ", ".join(f"{code} {name}" for code, name in sorted(engine.STATE_NAMES.items()))
+    assert fields == engine.stats.record_fields()
+    assert f"counters_header_size bytes ({engine.stats.header_size()})" in text
+    assert f"record_size bytes ({engine.stats.record_size()})" in text
+    offsets = engine.stats.header_offsets()
+    states = ", ".join(f"{code} {name}" for code, name in sorted(engine.stats.STATE_NAMES.items()))
     assert (f"seq (offset {offsets['seq']}), heartbeat_ns ({offsets['heartbeat_ns']}, "
             in text)
     assert f"nrings ({offsets['nrings']}) and state ({offsets['state']}: {states})" in text

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmbridge import portspec
+from nmbridge import sysfs
 from nmbridge.errors import BadPortName
 from nmbridge.portspec import (
     KINDS,
@@ -327,11 +327,11 @@ def test_iface_exists_is_asked_only_about_ambiguous_valid_names() -> None:
 def test_default_iface_exists_looks_in_sysfs(monkeypatch: pytest.MonkeyPatch) -> None:
     looked: list[str] = []
 
-    def exists(path: str) -> bool:
+    def isdir(path: str) -> bool:
         looked.append(path)
         return True
 
-    monkeypatch.setattr(portspec.os.path, "exists", exists)
+    monkeypatch.setattr(sysfs.os.path, "isdir", isdir)
     spec = parse_port("netmap:veth-1")
     assert looked == ["/sys/class/net/veth-1"]
     assert spec.ifname == "veth-1" and spec.ring is None

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from nmbridge import runner
+from nmbridge.commands import bridge as runner
 from nmbridge.counters import StatsWriter, make_stats_dir
 
-PACKAGE = Path(runner.__file__).resolve().parent
+PACKAGE = Path(runner.__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=[0o000, 0o002, 0o077], ids=lambda m: f"umask{m:03o}")
@@ -103,7 +103,7 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
 def test_the_sources_are_found() -> None:
-    assert len(SOURCES) > 10 and PACKAGE / "runner.py" in SOURCES
+    assert len(SOURCES) > 10 and PACKAGE / "commands" / "bridge.py" in SOURCES
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)

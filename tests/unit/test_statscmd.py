@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nmbridge import statscmd, terminal
+from nmbridge import terminal
 from nmbridge.cli import run
+from nmbridge.commands import stats as statscmd
 from nmbridge.counters import StatsWriter
 from nmbridge.errors import NotRunning, PortBusy, UsageError
 

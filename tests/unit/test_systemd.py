@@ -173,7 +173,8 @@ def test_status_text_has_the_totals_per_direction() -> None:
 def test_bridge_command_wires_the_hooks_when_notify_socket_is_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from nmbridge import cli, runner
+    from nmbridge import cli
+    from nmbridge.commands import bridge as runner
 
     seen = []
     monkeypatch.setattr(runner, "run_bridge", lambda opts: seen.append(opts))

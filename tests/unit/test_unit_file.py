@@ -153,7 +153,7 @@ def test_privileges_are_two_capabilities_and_two_devices() -> None:
     from nmbridge import engine
 
     if "NMBRIDGE_NETMAP_DEVICE" not in os.environ:
-        assert engine.NETMAP_DEVICE == "/dev/netmap"
+        assert engine.ports.NETMAP_DEVICE == "/dev/netmap"
     assert values("ProtectSystem") == ["strict"]
     families = values("RestrictAddressFamilies")[0].split()
     assert {"AF_UNIX", "AF_NETLINK", "AF_PACKET"} <= set(families)

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nmbridge import nic
+from nmbridge import nic, sysfs
 from nmbridge.errors import NmbridgeError, NoSuchPort, NotReady
 from nmbridge.portspec import parse_port
 
@@ -54,7 +54,7 @@ class CheckReport:
 def _netmap(report: CheckReport, ifname: str) -> None:
     from nmbridge import engine
 
-    device = engine.NETMAP_DEVICE
+    device = engine.ports.NETMAP_DEVICE
     if not os.path.exists(device):
         report.add(
             "netmap",
@@ -69,7 +69,7 @@ def _netmap(report: CheckReport, ifname: str) -> None:
     except NmbridgeError as exc:
         report.add("netmap", f"{device} present, the port cannot be used", False, exc.message)
         return
-    report.add("netmap", f"{device} present, API {engine.lib.NETMAP_API} accepted", True)
+    report.add("netmap", f"{device} present, API {engine.ports.NETMAP_API} accepted", True)
     report.add(
         "rings",
         f"{info.nr_tx_rings} TX / {info.nr_rx_rings} RX NIC rings of "
@@ -82,13 +82,13 @@ def _netmap(report: CheckReport, ifname: str) -> None:
 def check_interface(ifname: str, fix: bool = False) -> CheckReport:
     """Look at the interface (and turn its offloads off with fix); never raises for
     a finding, only for an interface that does not exist."""
-    if not nic.exists(ifname):
+    if not sysfs.exists(ifname):
         raise NoSuchPort(f"no interface named '{ifname}'")
     report = CheckReport(ifname)
     _netmap(report, ifname)
     up = nic.link_up(ifname)
     report.add("link", "up" if up else "down", up, "" if up else f"ip link set {ifname} up")
-    mtu = nic.mtu(ifname)
+    mtu = sysfs.read_int(ifname, "mtu")
     buf = nic.netmap_buf_size()
     if mtu is not None:
         fits = mtu + 14 <= buf
@@ -103,7 +103,7 @@ def check_interface(ifname: str, fix: bool = False) -> CheckReport:
         from nmbridge import engine
 
         for name in nic.offloads_on(ifname):
-            engine.set_offload(ifname, name, False)
+            engine.ethtool.set_offload(ifname, name, False)
             report.fixed.append(name)
     on = nic.offloads_on(ifname)
     report.add(

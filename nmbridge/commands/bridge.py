@@ -5,7 +5,6 @@ told to stop, flush, close, report. The CLI calls run_bridge(); the demo too.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import signal
@@ -16,16 +15,18 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from nmbridge import terminal
+from nmbridge import sysfs, terminal, tunables
 from nmbridge.counters import (
     DEFAULT_DIR,
     Snapshot,
     StatsWriter,
+    already_running,
     make_stats_dir,
     read_snapshot,
+    stats_dir_error,
     stats_path,
 )
-from nmbridge.errors import NoSuchPort, PermissionDenied, UsageError
+from nmbridge.errors import NmbridgeError, NoSuchPort, UsageError
 from nmbridge.portspec import (
     NIC_RING_KINDS,
     PortSpec,
@@ -42,12 +43,12 @@ LOOP_BUDGET_MS = 200
 class BridgeOptions:
     ports: tuple[str, str]
     roles: tuple[str, str] | None = None  # ("wire", "host") for `nmbridge IFACE`
-    burst: int = 1024
+    burst: int = tunables.BURST.default
     zero_copy: bool = True
     wait_link: float = 0.0
     busy_poll: bool = False
-    poll_timeout_ms: int = 100
-    rx_usecs: int | None = None  # None: the engine's default (engine.DEFAULT_RX_USECS)
+    poll_timeout_ms: int = tunables.POLL_TIMEOUT_MS.default
+    rx_usecs: int = tunables.RX_USECS.default
     duration: float | None = None
     count: int | None = None
     name: str | None = None
@@ -83,13 +84,8 @@ def check_stats_dir(stats_dir: str) -> None:
     os.access() test on a read-only file system, and a full disk passes it too)."""
     try:
         make_stats_dir(stats_dir)
-    except PermissionError:
-        raise PermissionDenied(
-            f"cannot create the stats directory {stats_dir} (run as root, or choose "
-            "a writable --stats-dir)"
-        ) from None
     except OSError as exc:
-        raise UsageError(f"cannot create the stats directory {stats_dir}: {exc.strerror}") from None
+        raise stats_dir_error(f"cannot create the stats directory {stats_dir}", exc) from None
     probe = os.path.join(stats_dir, f".probe.{os.getpid()}.tmp")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -97,34 +93,19 @@ def check_stats_dir(stats_dir: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(
-                f"the stats directory {stats_dir} is not writable (run as root, or choose a "
-                "writable --stats-dir)"
-            ) from None
-        if exc.errno == errno.EROFS:
-            raise PermissionDenied(
-                f"the stats directory {stats_dir} is not writable: it is on a read-only file "
-                "system (choose a writable --stats-dir)"
-            ) from None
-        raise UsageError(f"cannot write in the stats directory {stats_dir}: {exc.strerror}") \
+        raise stats_dir_error(f"cannot write in the stats directory {stats_dir}", exc) \
             from None
 
 
 def check_not_running(stats_dir: str, name: str) -> None:
     """Refuse a second instance of a name before opening its ports: they would be
     busy, and the message would not say why."""
-    from nmbridge.errors import NmbridgeError, PortBusy
-
     try:
         snap = read_snapshot(stats_path(stats_dir, name))
     except NmbridgeError:
         return  # none, or a file the stats writer replaces or reports
     if snap.live:
-        raise PortBusy(
-            f"an instance named '{name}' is already running (pid {snap.pid}): stop it or "
-            "choose another --name"
-        )
+        raise already_running(name, snap.pid)
 
 
 class _StopSignals:
@@ -155,22 +136,13 @@ def _port_meta(spec: PortSpec, role: str | None, kind: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _opened(specs: list[PortSpec]) -> Iterator[list[Any]]:
-    from nmbridge import engine
+    from nmbridge import ports as bridge_ports
 
-    ports = engine.open_ports(specs)
+    ports = bridge_ports.open_ports(specs)
     try:
         yield ports
     finally:
-        engine.close_ports(ports)
-
-
-def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
-    from nmbridge.view import direction_label
-
-    out: dict[str, dict[str, int]] = {}
-    for port in range(len(snap.ports)):
-        out[direction_label(snap, port)] = snap.totals(port)
-    return out
+        bridge_ports.close_ports(ports)
 
 
 def run_bridge(opts: BridgeOptions) -> Totals:
@@ -193,9 +165,9 @@ def run_bridge(opts: BridgeOptions) -> Totals:
 
     for spec in specs:
         ifname = nic.port_interface(spec)
-        if ifname is not None and spec.kind != "tap" and not nic.exists(ifname):
+        if ifname is not None and spec.kind != "tap" and not sysfs.exists(ifname):
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
-    from nmbridge.statscmd import serving_metrics
+    from nmbridge.commands.stats import serving_metrics
 
     with serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)), \
             _opened(specs) as ports:
@@ -219,7 +191,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
             busy_poll=opts.busy_poll,
             poll_timeout_ms=opts.poll_timeout_ms,
             count=opts.count or 0,
-            rx_usecs=engine.DEFAULT_RX_USECS if opts.rx_usecs is None else opts.rx_usecs,
+            rx_usecs=opts.rx_usecs,
         )
         roles = opts.roles or (None, None)
         writer = StatsWriter(
@@ -230,10 +202,10 @@ def run_bridge(opts: BridgeOptions) -> Totals:
                 {"port": r.port, "direction": r.direction, "ring": r.ringid, "host": r.host}
                 for r in bridge.rings()
             ],
-            record_fields=engine.stats_record_fields(),
-            record_size=engine.stats_record_size(),
-            counters_header=engine.stats_header_offsets(),
-            counters_header_size=engine.stats_header_size(),
+            record_fields=engine.stats.record_fields(),
+            record_size=engine.stats.record_size(),
+            counters_header=engine.stats.header_offsets(),
+            counters_header_size=engine.stats.header_size(),
             zero_copy=bridge.zero_copy,
         )
         try:
@@ -303,19 +275,18 @@ def _forward(
     final = read_snapshot(writer.path)
     view.final(final)
     seconds = time.monotonic() - started
+    from nmbridge.view import direction_totals
+
     totals = Totals(name, seconds, bridge.forwarded, direction_totals(final), reason)
     _print_totals(totals)
     return totals
 
 
 def _print_totals(t: Totals) -> None:
-    parts = []
-    for direction, v in t.directions.items():
-        drops = v.get("drop_oversize", 0) + v.get("drop_chain", 0) + v.get("drop_rx", 0)
-        drops += v.get("drop_tx", 0)
-        parts.append(f"{direction} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes "
-                     f"{drops} dropped")
-    terminal.info(f"nmbridge: stopped ({t.reason}) after {t.seconds:.1f} s: " + "; ".join(parts))
+    from nmbridge.view import totals_phrase
+
+    terminal.info(f"nmbridge: stopped ({t.reason}) after {t.seconds:.1f} s: "
+                  + totals_phrase(t.directions))
 
 
 class _ErrorLog:

@@ -1,7 +1,10 @@
-"""The one module that touches nmbridge's C core (cffi `ffi` and `lib`).
+"""Ports: open a bridge's ports in their memory regions, close them.
 
-It checks arguments before calling C, turns every negative errno the core
-returns into a nmbridge exception, and hands plain Python types upwards.
+Kernel ports register on /dev/netmap and map the module's region (one mapping
+per region, shared by its ports); emulated ports get a user-space region in
+the same layout and open their sockets. What to open and how (the interface
+exists, the largest frame, one bridge per interface) the control plane
+decides; here each decision becomes C calls and each errno an exception.
 """
 
 from __future__ import annotations
@@ -10,12 +13,11 @@ import contextlib
 import errno
 import os
 import socket
-import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nmbridge import __version__
+from nmbridge.engine._core import check, constant, error_for, ffi, lib
 from nmbridge.errors import (
     KernelRefused,
     NetmapMissing,
@@ -23,76 +25,16 @@ from nmbridge.errors import (
     NoSuchPort,
     PermissionDenied,
     PortBusy,
-    PortFailed,
     SystemFailure,
     UsageError,
 )
 from nmbridge.portspec import NIC_KINDS, PortSpec, RegisterRequest
-
-try:
-    from nmbridge._ffi._core import ffi, lib
-except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
-        "nmbridge's C core is not built: install the package with 'pip install .'"
-    ) from exc
-
-
-def _verify_core_version() -> None:
-    built = ffi.string(lib.nmb_version()).decode()
-    if built != __version__:
-        raise ImportError(
-            f"nmbridge's C core was built for version {built}, the package is {__version__}: "
-            "reinstall nmbridge"
-        )
-
-
-_verify_core_version()
 
 #: the netmap control device; NMBRIDGE_NETMAP_DEVICE names another (tests use a fake one)
 NETMAP_DEVICE = os.environ.get("NMBRIDGE_NETMAP_DEVICE", "/dev/netmap")
 DEFAULT_SLOTS = 1024
 DEFAULT_BUF_SIZE = 2048
 SOCKET_BUFFER = 4 * 1024 * 1024
-
-RUN_BUDGET = lib.NMB_RUN_BUDGET
-RUN_STOP = lib.NMB_RUN_STOP
-RUN_LIMIT = lib.NMB_RUN_LIMIT
-RUN_SIGNAL = lib.NMB_RUN_SIGNAL
-
-STATE_NAMES = {
-    lib.NMB_STATE_STARTING: "starting",
-    lib.NMB_STATE_RUNNING: "running",
-    lib.NMB_STATE_LINK_WAIT: "link-wait",
-    lib.NMB_STATE_STOPPED: "stopped",
-}
-
-
-def constant(name: str) -> int:
-    """A netmap constant by name (NR_REG_ALL_NIC, NR_EXCLUSIVE, NS_MOREFRAG...)."""
-    value = getattr(lib, name, None)
-    if not isinstance(value, int):
-        raise KeyError(name)
-    return value
-
-
-def ioctl_numbers() -> dict[str, int]:
-    """The ioctl request numbers as the C headers compute them."""
-    names = ("NIOCCTRL", "NIOCTXSYNC", "NIOCRXSYNC", "NIOCREGIF", "NIOCGINFO")
-    return {name: int(lib.nmb_ioctl_number(i)) for i, name in enumerate(names)}
-
-
-def _error_for(err: int, what: str) -> NmbridgeError:
-    """The nmbridge exception for an errno met while doing `what`."""
-    reason = os.strerror(err)
-    if err in (errno.EPERM, errno.EACCES):
-        return PermissionDenied(f"{what}: permission denied (run as root or with CAP_NET_ADMIN)")
-    if err in (errno.ENXIO, errno.ENODEV):
-        return NoSuchPort(f"{what}: no such interface or port")
-    if err == errno.EBUSY:
-        return PortBusy(f"{what}: busy (another program has it open)")
-    if err in (errno.EINVAL, errno.EOPNOTSUPP):
-        return KernelRefused(f"{what}: refused by the kernel ({reason})")
-    return SystemFailure(f"{what}: {reason}")
 
 
 # ---------------------------------------------------------------- requests
@@ -164,9 +106,9 @@ class Port:
         self._c = cport
         self._keepalive = keepalive
         self.reply: RegisterReply | None = None
-        self.created_tap = False
         self._isolation_fd: int | None = None
-        self._claim: socket.socket | None = None  # packet: ports: the interface's claim
+        #: called once the port is closed (the control plane's claim on its interface)
+        self._on_close: list[Callable[[], None]] = []
 
     @property
     def c(self) -> Any:
@@ -212,7 +154,7 @@ class Port:
                 f"{self.spec.text}: --isolate needs Linux 6.6 or newer (a tcx ingress hook)"
             )
         if rc < 0:
-            raise _error_for(-rc, f"{self.spec.text}: cannot take the interface from the "
+            raise error_for(-rc, f"{self.spec.text}: cannot take the interface from the "
                              "host stack")
         self._isolation_fd = fd[0]
 
@@ -223,9 +165,14 @@ class Port:
         if self._c is not None:
             ffi.release(self._c)  # runs nmb_port_free now, once
             self._c = None
-        if self._claim is not None:
-            self._claim.close()  # after the socket: the next bridge finds it free
-            self._claim = None
+        while self._on_close:
+            self._on_close.pop()()  # after the socket: the next bridge finds it free
+
+    def on_close(self, release: Callable[[], None]) -> None:
+        """Call release once this port is closed (or now, if it already is)."""
+        self._on_close.append(release)
+        if self._c is None:
+            self.close()
 
 
 class _KernelRegion:
@@ -266,90 +213,42 @@ class _EmulatedRegion:
             self.c = None
 
 
-def _sysfs_int(ifname: str, attr: str) -> int | None:
-    try:
-        with open(f"/sys/class/net/{ifname}/{attr}") as f:
-            return int(f.read().strip(), 0)
-    except (OSError, ValueError):
-        return None
+@dataclass(frozen=True)
+class EmulatedSetup:
+    """What the control plane decided for an emulated port before it is opened."""
+
+    max_frame: int  # the largest frame its interface passes
+    create: bool = False  # tap: a TAP device to create (and bring up), not an existing one
 
 
-def max_frame_for(ifname: str) -> int:
-    """The largest frame an interface passes: MTU + Ethernet header + one VLAN tag."""
-    mtu = _sysfs_int(ifname, "mtu") or 1500
-    return mtu + 18
-
-
-def _check_fd(rc: int, what: str) -> None:
-    if rc < 0:
-        raise _error_for(-rc, what)
-
-
-def _claim_interface(spec: PortSpec, ifindex: int) -> socket.socket:
-    """One bridge per packet: interface. Nothing in the kernel stops two AF_PACKET
-    sockets on one interface, and two bridges there would each forward every frame:
-    the claim is a listening abstract Unix socket named after the interface index. Such
-    names live in the network namespace, as the index does; the kernel frees it when
-    the process ends, however it ends. Busy: the claimant's pid, from SO_PEERCRED."""
-    address = f"\0nmbridge/packet/{ifindex}"
-    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        claim.bind(address)
-        claim.listen(16)  # room for the busy callers below: they never wait
-        return claim
-    except OSError as exc:
-        claim.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise _error_for(exc.errno or errno.EIO, f"{spec.text}: cannot claim "
-                             f"{spec.ifname}") from None
-    pid = 0
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.setblocking(False)
-        s.connect(address)
-        pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-    who = f"nmbridge (pid {pid})" if pid > 0 else "another nmbridge"
-    raise PortBusy(f"{spec.text}: busy: {who} is bridging {spec.ifname}")
-
-
-def _open_packet(spec: PortSpec, region: _EmulatedRegion, index: int) -> Port:
+def _open_packet(spec: PortSpec, setup: EmulatedSetup, region: _EmulatedRegion,
+                 index: int) -> Port:
     try:
         ifindex = socket.if_nametoindex(spec.ifname)
     except OSError:
         raise NoSuchPort(f"{spec.text}: no interface named '{spec.ifname}'") from None
-    claim = _claim_interface(spec, ifindex)
-    try:
-        cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
-        cport.region = region.c
-        port = Port(spec, cport, region)
-        _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
-        rc = lib.nmb_packet_open(cport, ifindex, max_frame_for(spec.ifname), SOCKET_BUFFER)
-        if rc in (-errno.EPERM, -errno.EACCES):
-            raise PermissionDenied(f"{spec.text}: cannot open an AF_PACKET socket: "
-                                   "permission denied (needs root or CAP_NET_RAW)")
-        if rc < 0:
-            raise _error_for(-rc, f"{spec.text}: cannot open an AF_PACKET socket")
-    except BaseException:
-        claim.close()
-        raise
-    port._claim = claim
-    return port
-
-
-def _open_tap(spec: PortSpec, region: _EmulatedRegion, index: int) -> Port:
-    existed = os.path.exists(f"/sys/class/net/{spec.ifname}")
-    if existed and not os.path.exists(f"/sys/class/net/{spec.ifname}/tun_flags"):
-        raise PortBusy(f"{spec.text}: '{spec.ifname}' exists and is not a TAP device")
     cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
     cport.region = region.c
     port = Port(spec, cport, region)
-    _check_fd(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
-    max_frame = max_frame_for(spec.ifname) if existed else 1518
-    rc = lib.nmb_tap_open(cport, spec.ifname.encode(), max_frame, 0 if existed else 1)
-    if rc < 0:
-        if -rc == errno.ENOENT:
-            raise SystemFailure(f"{spec.text}: /dev/net/tun is missing (load the tun module)")
-        raise _error_for(-rc, f"{spec.text}: cannot open the TAP device")
-    port.created_tap = not existed
+    check(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
+    rc = lib.nmb_packet_open(cport, ifindex, setup.max_frame, SOCKET_BUFFER)
+    if rc in (-errno.EPERM, -errno.EACCES):
+        raise PermissionDenied(f"{spec.text}: cannot open an AF_PACKET socket: "
+                               "permission denied (needs root or CAP_NET_RAW)")
+    check(rc, f"{spec.text}: cannot open an AF_PACKET socket")
+    return port
+
+
+def _open_tap(spec: PortSpec, setup: EmulatedSetup, region: _EmulatedRegion,
+              index: int) -> Port:
+    cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
+    cport.region = region.c
+    port = Port(spec, cport, region)
+    check(lib.nmb_port_bind(cport, lib.nmb_region_if(region.c, index)), spec.text)
+    rc = lib.nmb_tap_open(cport, spec.ifname.encode(), setup.max_frame, int(setup.create))
+    if rc == -errno.ENOENT:
+        raise SystemFailure(f"{spec.text}: /dev/net/tun is missing (load the tun module)")
+    check(rc, f"{spec.text}: cannot open the TAP device")
     return port
 
 
@@ -369,18 +268,13 @@ def _open_device(text: str) -> Any:
     if rc < 0:
         if -rc == errno.ENOENT:
             raise _netmap_missing()
-        raise _error_for(-rc, f"{text}: cannot open {NETMAP_DEVICE}")
+        raise error_for(-rc, f"{text}: cannot open {NETMAP_DEVICE}")
     return cport
 
 
-def _share_mem_id(spec: PortSpec, share: str) -> int:
+def _share_mem_id(share: PortSpec) -> int:
     """@share=PORT: the memory region PORT is in (NETMAP_REQ_PORT_INFO_GET)."""
-    from nmbridge.portspec import parse_port
-
-    other = parse_port(share)
-    if other.request is None:
-        raise UsageError(f"{spec.text}: @share needs a netmap port, not '{share}'")
-    return port_info(other).nr_mem_id
+    return port_info(share).nr_mem_id
 
 
 class _ExtMem:
@@ -399,7 +293,7 @@ class _ExtMem:
             base = ffi.new("void **")
             rc = lib.nmb_mmap_region(fd, size, base)
             if rc < 0:
-                raise _error_for(-rc, f"{spec.text}: cannot map '{path}'")
+                raise error_for(-rc, f"{spec.text}: cannot map '{path}'")
         finally:
             os.close(fd)
         self.base = base[0]
@@ -439,8 +333,8 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     hdr = ffi.new("struct nmreq_header *")
     reg = ffi.new("struct nmreq_register *")
     _fill_request(req, hdr, reg)
-    if req.share is not None:
-        reg.nr_mem_id = _share_mem_id(spec, req.share)
+    if req.share_port is not None:
+        reg.nr_mem_id = _share_mem_id(req.share_port)
     extmem = _ExtMem(spec, req.extmem) if req.extmem is not None else None
     if extmem is not None:
         hdr.nr_options = int(ffi.cast("uintptr_t", extmem.option))
@@ -473,7 +367,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
             base = ffi.new("void **")
             rc = lib.nmb_mmap_region(cport.fd, reg.nr_memsize, base)
             if rc < 0:
-                raise _error_for(-rc, f"{spec.text}: cannot map the netmap region")
+                raise error_for(-rc, f"{spec.text}: cannot map the netmap region")
             region = _KernelRegion(base[0], int(reg.nr_memsize))
         regions[port.reply.nr_mem_id] = region
     elif extmem is not None:
@@ -489,7 +383,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
                 f"{spec.text}: more rings than nmbridge bridges ({lib.NMB_MAX_RINGS} each way); "
                 f"open fewer (netmap:{spec.ifname}-N for one ring pair)"
             )
-        raise _error_for(-rc, spec.text)
+        raise error_for(-rc, spec.text)
     if spec.ifname and spec.kind in NIC_KINDS:
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)
@@ -530,25 +424,30 @@ def _register_error(spec: PortSpec, err: int, extmem: _ExtMem | None) -> Nmbridg
             f"{spec.text}: the kernel refused the register (EINVAL): a ring that does not "
             "exist, or a mode the port does not support"
         )
-    return _error_for(err, spec.text)
+    return error_for(err, spec.text)
 
 
 def open_ports(
-    specs: Sequence[PortSpec], slots: int = DEFAULT_SLOTS, buf_size: int = DEFAULT_BUF_SIZE
+    specs: Sequence[PortSpec],
+    setups: Sequence[EmulatedSetup | None] = (),
+    slots: int = DEFAULT_SLOTS,
+    buf_size: int = DEFAULT_BUF_SIZE,
 ) -> list[Port]:
-    """Open the ports of one bridge; emulated ports share one region, kernel ports
-    of one netmap memory region share one mapping."""
+    """Open the ports of one bridge (setups[i]: what the control plane decided for an
+    emulated specs[i]); emulated ports share one region, kernel ports of one netmap
+    memory region share one mapping."""
     emulated = [s for s in specs if s.emulated]
     eregion = _EmulatedRegion(len(emulated), slots, buf_size) if emulated else None
     kregions: dict[int, _KernelRegion] = {}
     ports: list[Port] = []
     try:
         e_index = 0
-        for spec in specs:
+        for i, spec in enumerate(specs):
             if spec.emulated:
-                assert eregion is not None
+                setup = setups[i] if i < len(setups) else None
+                assert eregion is not None and setup is not None, spec.text
                 opener = _open_tap if spec.kind == "tap" else _open_packet
-                port = opener(spec, eregion, e_index)
+                port = opener(spec, setup, eregion, e_index)
                 eregion.users += 1
                 e_index += 1
             else:
@@ -569,195 +468,6 @@ def close_ports(ports: Sequence[Port]) -> None:
         port.close()
         if isinstance(keep, (_KernelRegion, _EmulatedRegion)):
             keep.release()
-
-
-# ---------------------------------------------------------------- stats layout
-
-
-def stats_record_fields() -> list[str]:
-    """Field names of one ring's counter record, in memory order (all u64)."""
-    fields = ffi.typeof("struct nmb_ring_stats").fields
-    names: list[str] = []
-    for name, field in fields:
-        if name == "spare":
-            continue
-        names.append(name)
-        assert field.type is ffi.typeof("uint64_t")
-    return names
-
-
-def stats_record_size() -> int:
-    return int(ffi.sizeof("struct nmb_ring_stats"))
-
-
-def stats_header_size() -> int:
-    """Size of the shared counters header that precedes the ring records."""
-    return int(ffi.offsetof("struct nmb_stats_shared", "ring"))
-
-
-def stats_header_offsets() -> dict[str, int]:
-    return {
-        name: int(ffi.offsetof("struct nmb_stats_shared", name))
-        for name in ("seq", "heartbeat_ns", "nrings", "state")
-    }
-
-
-# ---------------------------------------------------------------- the bridge
-
-
-@dataclass
-class RunResult:
-    reason: str  # "budget", "stop", "limit", "signal"
-    forwarded: int
-
-
-#: coalescing of emulated ports (Bridge's rx_usecs): 400 us gathers ~30 frames a
-#: wake-up at 80k frames/s, half the CPU of waking for each (benchmarks/l2fwd.py)
-DEFAULT_RX_USECS = 400
-RX_USECS_MAX = 10000  # longer would be a stall, not a batch
-
-
-class Bridge:
-    """Two open ports and the C loop between them.
-
-    rx_usecs: under a sustained load, emulated ports gather frames this long
-    between wake-ups instead of waking for each (0: never).
-    """
-
-    def __init__(
-        self,
-        a: Port,
-        b: Port,
-        burst: int = 1024,
-        zero_copy: bool = True,
-        busy_poll: bool = False,
-        poll_timeout_ms: int = 100,
-        count: int = 0,
-        rx_usecs: int = DEFAULT_RX_USECS,
-    ) -> None:
-        if not 1 <= burst <= 8192:
-            raise UsageError(f"burst {burst} is out of range 1..8192")
-        if not 0 <= rx_usecs <= RX_USECS_MAX:
-            raise UsageError(f"rx-usecs {rx_usecs} is out of range 0..{RX_USECS_MAX}")
-        self.ports = (a, b)
-        c = lib.nmb_bridge_new(a.c, b.c, burst)
-        if c == ffi.NULL:
-            raise UsageError(
-                "cannot bridge these ports: each needs at least one RX and one TX ring"
-            )
-        self._c = ffi.gc(c, lib.nmb_bridge_free)
-        self.zero_copy_possible = bool(self._c.zerocopy)
-        if not zero_copy:
-            self._c.zerocopy = 0
-        self._c.busy = 1 if busy_poll else 0
-        self._c.coalesce_us = rx_usecs
-        self._c.poll_timeout_ms = poll_timeout_ms
-        self._c.count_limit = count
-        self._shared_keep: Any = None
-
-    @property
-    def zero_copy(self) -> bool:
-        return bool(self._c.zerocopy)
-
-    @property
-    def forwarded(self) -> int:
-        return int(self._c.forwarded)
-
-    def rings(self) -> list[RingInfo]:
-        """The rings in the order of the stats records."""
-        out: list[RingInfo] = []
-        for i, port in enumerate(self.ports):
-            out.extend(port.rings(i))
-        return out
-
-    def attach_shared(self, buffer: Any, offset: int) -> None:
-        """Publish counters into a writable buffer (the stats file's mmap) at offset."""
-        ptr = ffi.from_buffer(buffer)
-        self._shared_keep = ptr
-        self._c.shared = ffi.cast("struct nmb_stats_shared *", ptr + offset)
-        lib.nmb_bridge_publish(self._c)
-
-    def detach_shared(self) -> None:
-        self._c.shared = ffi.NULL
-        if self._shared_keep is not None:
-            ffi.release(self._shared_keep)
-        self._shared_keep = None
-
-    def run(self, budget_ms: int) -> RunResult:
-        """Forward for at most budget_ms (the GIL is released meanwhile)."""
-        rc = lib.nmb_bridge_run(self._c, budget_ms)
-        if rc < 0:
-            idx = int(self._c.failed_port)
-            port = self.ports[idx] if idx in (0, 1) else self.ports[0]
-            err = int(self._c.failed_err)
-            if err in (errno.ENODEV, errno.ENXIO, errno.EBADFD):
-                raise PortFailed(f"{port.spec.text}: the interface went away")
-            raise PortFailed(f"{port.spec.text}: {os.strerror(err)}")
-        reason = {RUN_BUDGET: "budget", RUN_STOP: "stop", RUN_LIMIT: "limit"}.get(rc, "signal")
-        return RunResult(reason, self.forwarded)
-
-    def request_stop(self) -> None:
-        lib.nmb_bridge_request_stop(self._c)
-
-    def flush(self, timeout_ms: int = 1000) -> int:
-        """Forward what the RX rings hold and push the TX rings out (for at most
-        timeout_ms); what cannot go is counted as dropped. Returns that many frames."""
-        return max(0, int(lib.nmb_bridge_flush(self._c, timeout_ms)))
-
-    def counters(self) -> list[dict[str, int]]:
-        """The private counters (the loop's own view); call between runs."""
-        names = stats_record_fields()
-        out = []
-        for i in range(self._c.nstats):
-            rec = self._c.stats[i]
-            out.append({n: int(getattr(rec, n)) for n in names})
-        return out
-
-    def close(self) -> None:
-        self.detach_shared()
-
-
-# ---------------------------------------------------------------- NIC settings
-
-#: offload name (as ethtool -k shows it) -> (get command, set command, flag bit or 0)
-OFFLOADS: dict[str, tuple[int, int, int]] = {
-    "rx-checksumming": (lib.ETHTOOL_GRXCSUM, lib.ETHTOOL_SRXCSUM, 0),
-    "tx-checksumming": (lib.ETHTOOL_GTXCSUM, lib.ETHTOOL_STXCSUM, 0),
-    "scatter-gather": (lib.ETHTOOL_GSG, lib.ETHTOOL_SSG, 0),
-    "tcp-segmentation-offload": (lib.ETHTOOL_GTSO, lib.ETHTOOL_STSO, 0),
-    "generic-segmentation-offload": (lib.ETHTOOL_GGSO, lib.ETHTOOL_SGSO, 0),
-    "generic-receive-offload": (lib.ETHTOOL_GGRO, lib.ETHTOOL_SGRO, 0),
-    "large-receive-offload": (lib.ETHTOOL_GFLAGS, lib.ETHTOOL_SFLAGS, lib.ETH_FLAG_LRO),
-}
-
-
-def read_offloads(ifname: str) -> dict[str, bool | None]:
-    """Each offload's state through the ethtool ioctl; None where the NIC cannot say."""
-    out: dict[str, bool | None] = {}
-    value = ffi.new("uint32_t *")
-    for name, (get, _set, bit) in OFFLOADS.items():
-        rc = lib.nmb_ethtool_get(ifname.encode(), get, value)
-        if rc == -errno.ENODEV:
-            raise NoSuchPort(f"no interface named '{ifname}'")
-        if rc < 0:
-            out[name] = None
-            continue
-        out[name] = bool(value[0] & bit) if bit else bool(value[0])
-    return out
-
-
-def set_offload(ifname: str, name: str, on: bool) -> None:
-    """Turn one offload on or off; raise if the NIC refuses."""
-    get, set_, bit = OFFLOADS[name]
-    if bit:
-        value = ffi.new("uint32_t *")
-        _check_fd(lib.nmb_ethtool_get(ifname.encode(), get, value), f"{ifname}: {name}")
-        new = (value[0] | bit) if on else (value[0] & ~bit)
-    else:
-        new = 1 if on else 0
-    rc = lib.nmb_ethtool_set(ifname.encode(), set_, new)
-    if rc < 0:
-        raise _error_for(-rc, f"{ifname}: cannot turn {name} {'on' if on else 'off'}")
 
 
 def port_info(spec: PortSpec) -> RegisterReply:
@@ -785,3 +495,7 @@ def port_info(spec: PortSpec) -> RegisterReply:
         nr_tx_slots=int(info.nr_tx_slots),
         nr_rx_slots=int(info.nr_rx_slots),
     )
+
+
+#: the netmap API this core speaks (`nmbridge check` shows it)
+NETMAP_API = int(lib.NETMAP_API)

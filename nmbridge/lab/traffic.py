@@ -1,8 +1,8 @@
 """Test and demo traffic, pure Python, run inside a sandbox namespace:
 
-    python -m nmbridge.traffic ping 198.18.0.2 --count 3
-    python -m nmbridge.traffic udp-recv 198.18.0.2 --count 1000
-    python -m nmbridge.traffic udp-send 198.18.0.2 --count 1000 --size-range 18:1472
+    python -m nmbridge.lab.traffic ping 198.18.0.2 --count 3
+    python -m nmbridge.lab.traffic udp-recv 198.18.0.2 --count 1000
+    python -m nmbridge.lab.traffic udp-send 198.18.0.2 --count 1000 --size-range 18:1472
 
 Each prints one JSON object on stdout when it is done (udp-recv prints
 "READY" first, once its socket is bound). Every datagram carries a header
@@ -318,7 +318,7 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nmbridge.traffic", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m nmbridge.lab.traffic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     pg = sub.add_parser("ping", help="ICMP echo (raw socket)")
@@ -376,10 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               args.idle, ready)
             ok = report["complete"] and report["in_order"]
     except TrafficError as exc:
-        sys.stderr.write(f"nmbridge.traffic: error: {exc}\n")
+        sys.stderr.write(f"nmbridge.lab.traffic: error: {exc}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"nmbridge.traffic: error: {exc.strerror or exc}\n")
+        sys.stderr.write(f"nmbridge.lab.traffic: error: {exc.strerror or exc}\n")
         return 3
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def command(*args: str) -> list[str]:
     """The argument list that runs this module with this interpreter."""
-    return [sys.executable, "-m", "nmbridge.traffic", *args]
+    return [sys.executable, "-m", "nmbridge.lab.traffic", *args]
 
 
 def new_run_id() -> int:

@@ -1,5 +1,5 @@
 """`nmbridge demo`: a bridge between a veth and a TAP in throw-away network
-namespaces (nmbridge.sandbox), real traffic through it both ways, the live
+namespaces (nmbridge.lab.sandbox), real traffic through it both ways, the live
 counters, and a summary that says whether every frame arrived.
 
 The bridge is the installed nmbridge itself, started in the bridge namespace
@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from nmbridge import terminal, traffic
+from nmbridge import terminal
 from nmbridge.counters import Snapshot, read_snapshot
 from nmbridge.errors import NmbridgeError, PortFailed, SystemFailure
-from nmbridge.sandbox import Sandbox, check_privileges, check_tun, ip_command, reap_stale
+from nmbridge.lab import traffic
+from nmbridge.lab.sandbox import Sandbox, check_privileges, check_tun, ip_command, reap_stale
 
 INSTANCE = "demo"
 #: seconds the bridge gets to start, and to stop after SIGTERM
