@@ -3,17 +3,22 @@
 A test marked ``root`` needs root, network namespaces and TAP devices. Where
 it cannot have them it is skipped with the reason, except under CI=true: CI
 runs as root, so there a missing privilege fails the test instead of hiding it.
+
+A test that needs a network namespace asks `make_netns` for it (the one way the
+suite makes one: tests/namespaces.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import pytest
+from namespaces import namespace
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CAP_NET_ADMIN = 12
@@ -32,6 +37,15 @@ def unavailable(reason: str) -> NoReturn:
 def unavailable_fixture() -> Callable[[str], NoReturn]:
     """unavailable(reason), for fixtures that find out only when they try."""
     return unavailable
+
+
+@pytest.fixture
+def make_netns() -> Iterator[Callable[[str], str]]:
+    """make_netns(what): a new network namespace with lo up, named
+    nmb-<pid>-<random>-<what>; each one made is deleted after the test, also when
+    it failed, and a deletion that meets anything but "already gone" fails it."""
+    with contextlib.ExitStack() as made:
+        yield lambda what: made.enter_context(namespace(what, unavailable))
 
 
 @functools.cache

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from namespaces import add_veth
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM_SOURCE = REPO / "tests" / "fakenetmap" / "fakenetmap.c"
@@ -462,27 +463,10 @@ def fake(shim: tuple[Path, str], tmp_path: Path) -> Iterator[FakeKernel]:
     kernel.ctl.unlink(missing_ok=True)
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
-    return proc
-
-
 @pytest.fixture
-def netns(unavailable: Callable[[str], NoReturn]) -> Iterator[str]:
-    """A network namespace of its own, removed afterwards."""
-    if os.geteuid() != 0 or not shutil.which("ip"):
-        unavailable("a network namespace needs root and iproute2")
-    name = f"nmbk-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    proc = ip("netns", "add", name, check=False)
-    if proc.returncode != 0:
-        unavailable(f"cannot create a network namespace: {proc.stderr.strip()}")
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        ip("netns", "del", name, check=False)
+def netns(make_netns: Callable[[str], str]) -> str:
+    """A network namespace of its own (lo up), removed afterwards."""
+    return make_netns("k")
 
 
 @pytest.fixture
@@ -492,9 +476,7 @@ def nic_netns(netns: str) -> str:
     watches its link through netlink and reads its offloads, while the shim plays
     netmap for it (FAKENETMAP_LINK_SYSFS=1 makes the fake link follow the veth)."""
     for nic in (n.split("/")[0] for n in FAKE_NICS.split(",")):
-        ip("-n", netns, "link", "add", nic, "type", "veth", "peer", "name", f"{nic}p")
-        ip("-n", netns, "link", "set", f"{nic}p", "up")
-        ip("-n", netns, "link", "set", nic, "up")
+        add_veth(netns, nic, f"{nic}p")
     return netns
 
 

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import pytest
+from namespaces import ip
 
 FakeKernel = Any  # the `fake` fixture's class (tests/kernel/conftest.py)
 
@@ -25,11 +26,6 @@ pytestmark = pytest.mark.root
 
 ETH_DST = bytes.fromhex("020000000002")
 ETH_SRC = bytes.fromhex("020000000001")
-
-
-def ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr.strip()}"
 
 
 def make_frame(i: int, size: int, tag: bytes) -> bytes:

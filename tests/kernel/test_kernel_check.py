@@ -5,11 +5,11 @@ the fake): what it says about netmap and the rings, and its exit status."""
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 import pytest
 from kernel_snippets import FakeKernel, open_each
+from namespaces import ip
 
 pytestmark = pytest.mark.root
 
@@ -84,7 +84,6 @@ def test_check_names_an_older_netmap_api(fake: FakeKernel, nic_netns: str) -> No
 
 def test_check_of_an_interface_netmap_cannot_open(fake: FakeKernel, nic_netns: str) -> None:
     # an interface of the host that the (fake) module has no adapter for: ENXIO
-    subprocess.run(["ip", "-n", nic_netns, "link", "add", "zz0", "type", "veth", "peer",
-                    "name", "zz0p"], check=True)
+    ip("-n", nic_netns, "link", "add", "zz0", "type", "veth", "peer", "name", "zz0p")
     f = check_netmap_finding(fake, nic_netns, {}, iface="zz0")
     assert "no interface or port 'zz0'" in f["advice"]

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from kernel_snippets import (
     golden,
     open_each,
 )
+from namespaces import add_veth, namespace
 
 from nmbridge.errors import EXIT_STATUSES
 
@@ -41,30 +41,14 @@ def assert_one_error_line(run: Any, status: int, *phrases: str) -> str:
     return lines[0]
 
 
-def ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr.strip()}"
-
-
 @pytest.fixture(scope="module")
 def error_ns(unavailable: Any) -> Iterator[str]:
     """One namespace for this module's commands: veths fk0 and fk1 (NICs the fake
     knows) and zz0 (an interface the fake module does not know)."""
-    if os.geteuid() != 0:
-        unavailable("the kernel-port error tests need root for a network namespace")
-    name = f"nmbke-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if proc.returncode != 0:
-        unavailable(f"cannot create a network namespace: {proc.stderr.strip()}")
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with namespace("ke", unavailable) as name:
         for nic in ("fk0", "fk1", "zz0"):
-            ip("-n", name, "link", "add", nic, "type", "veth", "peer", "name", f"{nic}p")
-            ip("-n", name, "link", "set", f"{nic}p", "up")
-            ip("-n", name, "link", "set", nic, "up")
+            add_veth(name, nic, f"{nic}p")
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def test_the_statuses_used_here_mean_what_the_table_says() -> None:

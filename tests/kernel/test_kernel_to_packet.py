@@ -9,19 +9,14 @@ namespace of its own that holds the veth pair of the packet: port.
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
+from namespaces import add_veth
 
 FakeKernel = Any  # the `fake` fixture's class (tests/kernel/conftest.py)
 
 pytestmark = pytest.mark.root
-
-
-def ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr.strip()}"
 
 
 #: pipe end pa}1 (this program) -> pa{1 -> the bridge -> packet:pk0 -> veth -> pk0p
@@ -65,9 +60,7 @@ def test_a_frame_shorter_than_an_ethernet_header_is_dropped_and_counted(
     or pads it to 14 bytes for a sender with CAP_SYS_RAWIO (af_packet.c). Either
     way it would pass for forwarded: nmbridge drops it and counts it as drop_tx
     on the packet: port's TX ring, and only the 60-byte frame behind it arrives."""
-    ip("-n", netns, "link", "add", "pk0", "type", "veth", "peer", "name", "pk0p")
-    ip("-n", netns, "link", "set", "pk0p", "up")
-    ip("-n", netns, "link", "set", "pk0", "up")
+    add_veth(netns, "pk0", "pk0p")
     r = fake.run_py(SHORT_TO_PACKET, netns=netns).result
     counters = {tuple(ring): c for ring, c in zip(r["rings"], r["counters"])}
     tx = counters[(1, "tx", 0)]
