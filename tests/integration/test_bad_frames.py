@@ -10,7 +10,7 @@ the *source* port's buffers, the MTU raised after it opened, are in test_bridge.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from reliability_lab import Lab, account, delta
@@ -26,9 +26,8 @@ ROUNDS = 200  # of each
 
 
 @pytest.fixture
-def jumbo_lab() -> Iterator[Lab]:
-    with Sandbox(mtu=9000) as sb:
-        yield Lab(sb)
+def jumbo_lab(make_sandbox: Callable[..., Sandbox]) -> Lab:
+    return Lab(make_sandbox(mtu=9000))
 
 
 @pytest.mark.parametrize("narrow", ["tap", "wire"])

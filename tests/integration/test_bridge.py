@@ -9,7 +9,8 @@ The sandbox's neighbours are static and IPv6 is off, so nothing but the test's
 traffic crosses the bridge: its counters must equal what was sent, exactly.
 
 The sandbox (namespaces, links, processes, temporary directories) is removed
-after every test, whatever happens. Only addresses of 198.18.0.0/15 are used.
+after every test, whatever happens (the `sb` and `make_sandbox` fixtures of
+tests/integration/conftest.py). Only addresses of 198.18.0.0/15 are used.
 Timeouts are generous and only there to stop a hang; nothing here is timed.
 """
 
@@ -19,7 +20,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -205,27 +206,9 @@ def ping(sb: Sandbox, way: Way, count: int = 3) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, text=True)
 
 
-def namespaces() -> set[str]:
-    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                         timeout=TRAFFIC_TIMEOUT, check=True)
-    return {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
-
-
-def sandbox(mtu: int = 1500) -> Iterator[Sandbox]:
-    with Sandbox(mtu=mtu) as made:
-        yield made
-    left = {made.wire_ns, made.bridge_ns} & namespaces()
-    assert not left, f"the sandbox left namespaces behind: {left}"
-
-
 @pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    yield from sandbox()
-
-
-@pytest.fixture
-def jumbo_sb() -> Iterator[Sandbox]:
-    yield from sandbox(mtu=9000)
+def jumbo_sb(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_sandbox(mtu=9000)
 
 
 # ---------------------------------------------------------------- tests

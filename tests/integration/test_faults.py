@@ -47,9 +47,8 @@ SOCKET_LEFT = 300
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Sandbox() as sb:
-        yield Lab(sb)
+def lab(sb: Sandbox) -> Lab:
+    return Lab(sb)
 
 
 def error_lines(text: str) -> list[str]:

@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,15 @@ VETH_ADDR2 = "198.18.1.2"
 
 
 @pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox() as sandbox:
-        sandbox.ip(sandbox.wire_ns, "addr", "add", f"{WIRE_ADDR2}/24", "dev", sandbox.wire_if)
-        sandbox.ip(sandbox.bridge_ns, "addr", "add", f"{VETH_ADDR2}/24", "dev", sandbox.veth_if)
-        sandbox.ip(sandbox.wire_ns, "neigh", "replace", VETH_ADDR2, "lladdr", VETH_MAC, "dev",
-                   sandbox.wire_if, "nud", "permanent")
-        sandbox.ip(sandbox.bridge_ns, "neigh", "replace", WIRE_ADDR2, "lladdr", WIRE_MAC, "dev",
-                   sandbox.veth_if, "nud", "permanent")
-        yield sandbox
+def sb(sb: Sandbox) -> Sandbox:
+    """The shared sandbox (tests/integration/conftest.py), nmbv0 with an address."""
+    sb.ip(sb.wire_ns, "addr", "add", f"{WIRE_ADDR2}/24", "dev", sb.wire_if)
+    sb.ip(sb.bridge_ns, "addr", "add", f"{VETH_ADDR2}/24", "dev", sb.veth_if)
+    sb.ip(sb.wire_ns, "neigh", "replace", VETH_ADDR2, "lladdr", VETH_MAC, "dev", sb.wire_if,
+          "nud", "permanent")
+    sb.ip(sb.bridge_ns, "neigh", "replace", WIRE_ADDR2, "lladdr", WIRE_MAC, "dev", sb.veth_if,
+          "nud", "permanent")
+    return sb
 
 
 def replies(sb: Sandbox, count: int = 3) -> int:

@@ -77,39 +77,33 @@ def service_argv(conf: Path, runtime_dir: Path) -> tuple[list[str], dict[str, st
     return [NMBRIDGE, *argv[1:]], env
 
 
-@pytest.fixture
-def box() -> Iterator[Sandbox]:
-    with Sandbox() as sb:
-        yield sb
-
-
 @pytest.fixture(params=["path", "abstract"])
-def manager(request: pytest.FixtureRequest, box: Sandbox) -> Iterator[Listener]:
+def manager(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Listener]:
     """The notify socket of a service manager, reachable from the bridge's namespace."""
     if request.param == "path":
-        lis = bind("path", Path(box.tempdir("notify")))
+        lis = bind("path", Path(sb.tempdir("notify")))
     else:
-        lis = bind_abstract_in_netns(f"/run/netns/{box.bridge_ns}")
+        lis = bind_abstract_in_netns(f"/run/netns/{sb.bridge_ns}")
     try:
         yield lis
     finally:
         lis.close()
 
 
-def stats_json(box: Sandbox, env: dict[str, str]) -> dict:
+def stats_json(sb: Sandbox, env: dict[str, str]) -> dict:
     res = subprocess.run([NMBRIDGE, "stats", "--json"], capture_output=True, text=True,
                          env={**os.environ, **env}, timeout=30)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
 
-def test_the_service_notifies_as_it_forwards(box: Sandbox, manager: Listener) -> None:
-    runtime = Path(box.tempdir("run"))
+def test_the_service_notifies_as_it_forwards(sb: Sandbox, manager: Listener) -> None:
+    runtime = Path(sb.tempdir("run"))
     (runtime / "nmbridge").mkdir()  # RuntimeDirectory=nmbridge
-    conf = Path(box.tempdir("etc")) / "test.conf"
+    conf = Path(sb.tempdir("etc")) / "test.conf"
     conf.write_text(
         "# as /etc/nmbridge/IFACE.conf: the instance's options\n"
-        f'NMBRIDGE_OPTS="--interval 0.2 --wait-link 30 -i {box.wire_port} -i {box.host_port}"\n'
+        f'NMBRIDGE_OPTS="--interval 0.2 --wait-link 30 -i {sb.wire_port} -i {sb.host_port}"\n'
     )
     argv, unit_env = service_argv(conf, runtime)
     env = {**os.environ, **unit_env, "NOTIFY_SOCKET": manager.env_value,
@@ -117,36 +111,36 @@ def test_the_service_notifies_as_it_forwards(box: Sandbox, manager: Listener) ->
     # systemd sets WATCHDOG_PID to the main process, the one that execs ExecStart=
     launcher = ["sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh", *argv]
     # the wire is down: the bridge opens its ports and waits (--wait-link), not ready yet
-    box.set_link(box.bridge_ns, box.veth_if, False)
-    proc = box.popen(box.bridge_ns, launcher, env=env, stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, text=True)
+    sb.set_link(sb.bridge_ns, sb.veth_if, False)
+    proc = sb.popen(sb.bridge_ns, launcher, env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
     try:
-        stats_file = runtime / "nmbridge" / f"{box.wire_port}--{box.host_port}.stats"
+        stats_file = runtime / "nmbridge" / f"{sb.wire_port}--{sb.host_port}.stats"
         deadline = time.monotonic() + 10
         while not stats_file.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stats_file.exists(), proc.stderr.read() if proc.poll() is not None else ""
         time.sleep(1.0)
         assert manager.messages() == [], "READY=1 before the links are up"
-        box.set_link(box.bridge_ns, box.veth_if, True)
+        sb.set_link(sb.bridge_ns, sb.veth_if, True)
         ready_at = manager.wait_for("READY", lambda v: v == "1")
-        ping = box.run(box.wire_ns, ["ping", "-c", str(PINGS), "-i", "0.2", "-W", "2", "-q",
-                                     box.host_addr], timeout=20, check=False)
+        ping = sb.run(sb.wire_ns, ["ping", "-c", str(PINGS), "-i", "0.2", "-W", "2", "-q",
+                                    sb.host_addr], timeout=20, check=False)
         assert f"{PINGS} received" in ping.stdout, ping.stdout + ping.stderr
         # STATUS= carries the totals: each echo request one way, each reply the other
         both = re.compile(rf"forwarding: \S+ {PINGS} frames \d+ bytes 0 dropped; "
                           rf"\S+ {PINGS} frames \d+ bytes 0 dropped")
         manager.wait_for("STATUS", lambda v: both.fullmatch(v) is not None)
         # the counters a monitoring system reads, from the unit's stats directory
-        snap = stats_json(box, {"NMBRIDGE_STATS_DIR": unit_env["NMBRIDGE_STATS_DIR"]})
+        snap = stats_json(sb, {"NMBRIDGE_STATS_DIR": unit_env["NMBRIDGE_STATS_DIR"]})
         (instance,) = snap["instances"]
         assert instance["live"] and instance["state"] == "running"
         time.sleep(3 * WATCHDOG_S)  # a few watchdog periods of an idle bridge
-        assert box.stop(proc) == 0
+        assert sb.stop(proc) == 0
         out, err = proc.communicate(timeout=10)
         stopping_at = manager.wait_for("STOPPING", lambda v: v == "1")
     finally:
-        box.stop(proc)
+        sb.stop(proc)
     assert not stats_file.exists()  # an instance removes its own file as it stops
     # --no-live: log lines for the journal, no table on stdout
     assert out == "", out
@@ -161,24 +155,24 @@ def test_the_service_notifies_as_it_forwards(box: Sandbox, manager: Listener) ->
     assert len(pings) >= 3 and max(gaps) <= WATCHDOG_S / 2, gaps
 
 
-def test_the_service_stops_cleanly_before_it_is_ready(box: Sandbox, manager: Listener) -> None:
+def test_the_service_stops_cleanly_before_it_is_ready(sb: Sandbox, manager: Listener) -> None:
     """systemctl stop while the bridge still waits for its links: STOPPING=1, exit 0,
     no READY=1 ever, no stats file left behind."""
-    runtime = Path(box.tempdir("run"))
+    runtime = Path(sb.tempdir("run"))
     (runtime / "nmbridge").mkdir()
-    conf = Path(box.tempdir("etc")) / "test.conf"
-    conf.write_text(f'NMBRIDGE_OPTS="--wait-link 60 -i {box.wire_port} -i {box.host_port}"\n')
+    conf = Path(sb.tempdir("etc")) / "test.conf"
+    conf.write_text(f'NMBRIDGE_OPTS="--wait-link 60 -i {sb.wire_port} -i {sb.host_port}"\n')
     argv, unit_env = service_argv(conf, runtime)
     env = {**os.environ, **unit_env, "NOTIFY_SOCKET": manager.env_value}
-    box.set_link(box.bridge_ns, box.veth_if, False)
-    proc = box.popen(box.bridge_ns, argv, env=env, stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, text=True)
-    stats_file = runtime / "nmbridge" / f"{box.wire_port}--{box.host_port}.stats"
+    sb.set_link(sb.bridge_ns, sb.veth_if, False)
+    proc = sb.popen(sb.bridge_ns, argv, env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+    stats_file = runtime / "nmbridge" / f"{sb.wire_port}--{sb.host_port}.stats"
     deadline = time.monotonic() + 10
     while not stats_file.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert stats_file.exists()
-    assert box.stop(proc, grace=sandbox.STOP_GRACE) == 0, proc.communicate()[1]
+    assert sb.stop(proc, grace=sandbox.STOP_GRACE) == 0, proc.communicate()[1]
     assert "stopped (signal)" in proc.communicate(timeout=10)[1]
     assert not stats_file.exists()
     manager.wait_for("STOPPING", lambda v: v == "1")

@@ -35,27 +35,27 @@ RSS_SLACK_KIB = 1024
 MIN_FPS = 1000
 
 
-def test_soak_every_frame_is_delivered_or_counted(capsys: pytest.CaptureFixture[str]) -> None:
+def test_soak_every_frame_is_delivered_or_counted(capsys: pytest.CaptureFixture[str],
+                                                   sb: Sandbox) -> None:
     assert SOAK_SECONDS > 0, "NMBRIDGE_SOAK_SECONDS must be positive"
-    with Sandbox() as sb:
-        lab = Lab(sb)
-        bridge = lab.start_bridge(name="soak")
-        streams = lab.streams()
-        before = lab.counters()
-        started = time.monotonic()
-        end = started + SOAK_SECONDS
-        rounds = 0
-        with rss_sampler(bridge) as samples:
-            while time.monotonic() < end - 0.5:
-                lab.run_round(streams, min(ROUND_SECONDS, end - time.monotonic()),
-                              count=MAX_ROUND_COUNT, idle=2.0)
-                rounds += 1
-        soaked = time.monotonic() - started
-        # the receivers are done: nothing is in flight, once the counters are published
-        inst = bridge.settled_stats()
-        kernel = delta(lab.counters(), before)
-        status, stop_s = bridge.stop()
-        totals = bridge.totals()
+    lab = Lab(sb)
+    bridge = lab.start_bridge(name="soak")
+    streams = lab.streams()
+    before = lab.counters()
+    started = time.monotonic()
+    end = started + SOAK_SECONDS
+    rounds = 0
+    with rss_sampler(bridge) as samples:
+        while time.monotonic() < end - 0.5:
+            lab.run_round(streams, min(ROUND_SECONDS, end - time.monotonic()),
+                          count=MAX_ROUND_COUNT, idle=2.0)
+            rounds += 1
+    soaked = time.monotonic() - started
+    # the receivers are done: nothing is in flight, once the counters are published
+    inst = bridge.settled_stats()
+    kernel = delta(lab.counters(), before)
+    status, stop_s = bridge.stop()
+    totals = bridge.totals()
 
     ledgers = account(lab, streams, inst, kernel)
     books = "\n".join(x.describe() for x in ledgers)

@@ -2,25 +2,24 @@
 namespace made here, real frames sent with AF_PACKET, the counters read from
 another process and scraped over HTTP, then the bridge SIGKILLed.
 
-Self-contained: the namespace fixture is this file's own, with a name unique
-to this process, always removed. Under CI=true a missing privilege fails the
-run instead of skipping it.
+The namespace comes from the suite's `make_netns` (tests/conftest.py): a name
+unique to this process and test, always removed. Under CI=true a missing
+privilege fails the run instead of skipping it.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
+from namespaces import add_veth
 from polling import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,7 +32,6 @@ PYTHON = sys.executable
 METRICS_PORT = 9417  # the namespace's own loopback: no clash with the host
 FRAME_SIZE = 128
 ETHERTYPE = 0x88B5  # IEEE local experimental: nothing in the kernel answers it
-_seq = itertools.count()
 
 SENDER = """
 import socket, struct, sys, time
@@ -93,31 +91,20 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, unavailable: Callable[[str], NoReturn]) -> Iterator[Lab]:
-    # root and iproute2 are checked for every test marked root (tests/conftest.py)
-    ns = f"nmbst{os.getpid()}-{next(_seq)}"
-    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True, timeout=30)
-    if made.returncode != 0:
-        unavailable(f"cannot create a network namespace: {made.stderr.strip()}")
-    lab = Lab(ns, tmp_path / "run")
+def lab(tmp_path: Path, make_netns: Callable[[str], str]) -> Iterator[Lab]:
+    lab = Lab(make_netns("st"), tmp_path / "run")
     try:
         # no IPv6: router solicitations and MLD reports would add frames to the counts
         lab.exec("sh", "-c", "for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 "
                  "/proc/sys/net/ipv6/conf/default/disable_ipv6; do [ -e $f ] && echo 1 > $f; "
                  "done; true")
-        _run("ip", "-n", ns, "link", "add", "a0", "type", "veth", "peer", "name", "a1")
-        for dev in ("lo", "a0", "a1"):
-            _run("ip", "-n", ns, "link", "set", dev, "up")
+        add_veth(lab.ns, "a0", "a1")
         yield lab
     finally:
         for proc in lab.procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
-        gone = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
-                              timeout=30)
-        if gone.returncode != 0 and "No such file" not in gone.stderr:
-            raise AssertionError(f"cannot remove namespace {ns}: {gone.stderr.strip()}")
 
 
 def _directions(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
