@@ -11,8 +11,10 @@ ProtectProc=, ProcSubset=, CapabilityBoundingSet=, NoNewPrivileges=) with
 compromised bridge would: read /etc/shadow, 0600 files the test made, PID 1's
 root through /proc, D-Bus's socket; write where code lives. It also runs what
 must keep working there: the README's /opt venv and /usr/local/bin/nmbridge
-(stand-ins made in the test's mount namespace only: the host's /opt and
-/usr/local/bin are untouched), and a real bridge that notifies and forwards.
+(stand-ins added on overlays in the test's mount namespace only: the host's
+/opt and /usr/local/bin are untouched), run by a Python the unit keeps, and a
+real bridge that notifies and forwards. The test also shows the attack working
+with the unit's capabilities and without its view: the view is what stops it.
 
 A directive of the unit that changes the file system view and that this test
 does not know fails the test: a new line cannot escape it. What only systemd
@@ -37,9 +39,10 @@ import socket
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -86,7 +89,7 @@ class Mount:
     """One mount of the plan, applied in order inside the test's mount namespace."""
 
     path: str
-    kind: str  # tmpfs, inaccessible, bind, proc, file (write `content` at path)
+    kind: str  # tmpfs, overlay, inaccessible, bind, proc, file (write `content` at path)
     source: str = ""
     read_only: bool = False
     ignore_missing: bool = False
@@ -233,6 +236,16 @@ def apply_plan(plan: dict) -> None:
             make_point(m.path, True)
             _sh("mount", "-t", "tmpfs", "-o", f"mode={m.mode}", "tmpfs", m.path)
             ours.append(m.path)
+        elif m.kind == "overlay":  # the host's files, and what the plan adds, in a tmpfs
+            layer = os.path.abspath(f"overlay-{len(ours)}")
+            os.makedirs(layer, exist_ok=True)
+            _sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", layer)
+            os.mkdir(f"{layer}/upper", 0o755)
+            os.mkdir(f"{layer}/work")
+            _sh("mount", "-t", "overlay", "-o",
+                f"lowerdir={m.path},upperdir={layer}/upper,workdir={layer}/work",
+                "overlay", m.path)
+            ours.append(m.path)
         elif m.kind == "file":
             with open(m.path, "w") as f:
                 f.write(m.content)
@@ -323,12 +336,16 @@ print(json.dumps(out))
 """
 
 
-def base_python() -> str:
-    """A system Python of this Python's version (the C core is built for it), under /usr."""
+def base_python(unavailable: Callable[[str], NoReturn]) -> str:
+    """A Python of this Python's version (the C core is built for it) where the unit keeps
+    it: this venv's own base if it lies under /usr or /opt, else the system's."""
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    if base.startswith(("/usr/", "/opt/")):
+        return base
     exe = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
     if not os.access(exe, os.X_OK):
-        pytest.fail(f"{exe} is missing: the /opt venv and /usr/local install need a system "
-                    "Python of the version the C core was built for")
+        unavailable(f"this venv's Python ({base}) is where the unit hides it and {exe} is "
+                    "missing: the /opt venv and the /usr/local install need one of them")
     return exe
 
 
@@ -340,6 +357,7 @@ class Confined:
     runtime: Path
     notify: str
     secrets: dict[str, str]
+    python: str  # a Python outside what the unit hides, the base of the /opt venv
 
     def argv(self, argv: list[str], confined: bool = True) -> list[str]:
         plan = self.work / ("plan.json" if confined else "bare.json")
@@ -351,11 +369,10 @@ class Confined:
                               timeout=60)
 
 
-def installs(work: Path) -> list[Mount]:
+def installs(work: Path, python: str) -> list[Mount]:
     """Stand-ins for root's pip install (/usr/local/bin/nmbridge) and the README's venv
     (/opt/nmbridge): this tree's nmbridge, run by a system Python, at those paths. Mounted
     before the unit's view, in the test's mount namespace only."""
-    python = base_python()
     dev_site = sysconfig.get_paths()["purelib"]  # this venv's: nmbridge (editable), click, ...
     venv = work / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
@@ -366,14 +383,14 @@ def installs(work: Path) -> list[Mount]:
     (venv / "bin" / "nmbridge").chmod(0o755)
     local = f"#!{python}\nimport site\nsite.addsitedir({dev_site!r})\n" + script
     return [
-        Mount("/opt", "tmpfs"), Mount("/opt/nmbridge", "bind", source=str(venv)),
-        Mount("/usr/local/bin", "tmpfs"),
+        Mount("/opt", "overlay"), Mount("/opt/nmbridge", "bind", source=str(venv)),
+        Mount("/usr/local/bin", "overlay"),
         Mount("/usr/local/bin/nmbridge", "file", content=local),
     ]
 
 
 @pytest.fixture
-def confined(tmp_path: Path) -> Iterator[Confined]:
+def confined(tmp_path: Path, unavailable: Callable[[str], NoReturn]) -> Iterator[Confined]:
     """The plan of the unit's view, and 0600 root files of the test where the unit hides."""
     work = tmp_path / "confined"
     runtime = tmp_path / "run-nmbridge"  # RuntimeDirectory=nmbridge
@@ -393,14 +410,15 @@ def confined(tmp_path: Path) -> Iterator[Confined]:
     try:
         mounts, writable = unit_mounts(str(runtime), notify)
         setpriv = unit_capabilities()
-        extra = installs(work)
+        python = base_python(unavailable)
+        extra = installs(work, python)
         common = {"work": str(work), "setpriv": setpriv}
         (work / "plan.json").write_text(json.dumps(
             {**common, "mounts": [asdict(m) for m in extra + mounts], "writable": writable}))
         # the attack as it was: the same capabilities, no view of the unit
         (work / "bare.json").write_text(json.dumps(
             {**common, "mounts": [asdict(m) for m in extra], "writable": ["/"]}))
-        yield Confined(work, runtime, notify, made)
+        yield Confined(work, runtime, notify, made, python)
     finally:
         sock.close()
         for path in made.values():
@@ -437,7 +455,7 @@ def test_the_unit_hides_root_secrets_from_the_bridge(confined: Confined) -> None
                   "/sys/class/net/nmbridge-test-tamper"],
         "connect": dbus,
     }
-    for python in ("/opt/nmbridge/bin/python", base_python()):
+    for python in ("/opt/nmbridge/bin/python", confined.python):
         got = probe(confined, want, python)
         assert int(str(got.pop("CapEff")), 16) == (1 << 12) | (1 << 13)
         reached = {k: v for k, v in got.items() if v is True}
