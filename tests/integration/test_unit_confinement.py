@@ -330,6 +330,12 @@ for p in want["read"]: attempt("read", p, read)
 for p in want["list"]: attempt("list", p, os.listdir)
 for p in want["write"]: attempt("write", p, write)
 for p in want["connect"]: attempt("connect", p, connect)
+def umount(p):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(p.encode(), 2) != 0:
+        raise OSError(ctypes.get_errno(), p)
+for p in want.get("umount", []): attempt("umount", p, umount)
 with open("/proc/self/status") as f:
     out["CapEff"] = next(l.split()[1] for l in f if l.startswith("CapEff:"))
 print(json.dumps(out))
@@ -454,6 +460,7 @@ def test_the_unit_hides_root_secrets_from_the_bridge(confined: Confined) -> None
         "write": ["/usr/local/lib/nmbridge-test-tamper", "/etc/nmbridge-test-tamper",
                   "/sys/class/net/nmbridge-test-tamper"],
         "connect": dbus,
+        "umount": ["/etc", "/run", "/root"],  # undo the view: CAP_SYS_ADMIN is gone
     }
     for python in ("/opt/nmbridge/bin/python", confined.python):
         got = probe(confined, want, python)
@@ -465,6 +472,8 @@ def test_the_unit_hides_root_secrets_from_the_bridge(confined: Confined) -> None
         assert all(v in ("EACCES", "ENOENT") for v in listed.values()), listed
         writes = {k: v for k, v in got.items() if k.startswith("write")}
         assert all(v in ("EROFS", "EACCES", "ENOENT") for v in writes.values()), writes
+        umounts = {k: v for k, v in got.items() if k.startswith("umount")}
+        assert set(umounts.values()) == {"EPERM"}, umounts
 
 
 def test_what_a_bridge_needs_is_still_there(confined: Confined) -> None:
