@@ -576,4 +576,5 @@ def test_names_in_a_stats_file_reach_the_terminal_escaped(
     assert snap.ports[0]["name"] == "packet:v\\x1b[31m0\\r"
     for argv in (["stats"], ["stats", "fz"], ["stats", "--json"], ["stats", "--prometheus"]):
         status, out, err = run_cli([*argv, "--stats-dir", str(stats_file.parent)], capsys)
+        assert status == 0, err
         assert "\x1b" not in out + err and "\r" not in out + err and "\x07" not in out + err
