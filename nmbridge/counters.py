@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nmbridge.errors import NotRunning, PermissionDenied, PortBusy, StatsCorrupt, UsageError
+from nmbridge.errors import (
+    NotRunning,
+    PermissionDenied,
+    PortBusy,
+    StatsCorrupt,
+    SystemFailure,
+    UsageError,
+)
+from nmbridge.terminal import printable
 
 MAGIC = b"NMBSTATS"
 FORMAT_VERSION = 1
@@ -46,6 +54,17 @@ SUFFIX = ".stats"
 DEFAULT_DIR = "/run/nmbridge"
 #: the environment variable that names another stats directory
 DIR_ENV = "NMBRIDGE_STATS_DIR"
+#: what a reader takes from a file at most: a bridge writes 2 ports, at most
+#: 4 * NMB_MAX_RINGS rings and a few dozen u64 fields; a file that claims more is
+#: corrupt (a 500 KB sparse file naming a million fields took the reader to 6 GB)
+MAX_PORTS = 8
+MAX_RINGS = 1024
+MAX_FIELDS = 256
+MAX_RECORD_SIZE = 8 * MAX_FIELDS
+MAX_HEADER_SIZE = 4096
+#: the start-up lock in the stats directory (a dot: list_instances skips it)
+DIR_LOCK = ".lock"
+DIR_LOCK_TIMEOUT = 5.0
 _FIXED = struct.Struct("<8sIIIIQQ")
 _PAGE = 4096
 _READ_RETRIES = 1000
@@ -162,10 +181,6 @@ class StatsWriter:
         zero_copy: bool,
     ) -> None:
         self.path = stats_path(stats_dir, instance)
-        try:
-            make_stats_dir(stats_dir)
-        except OSError as exc:
-            raise _dir_error(stats_dir, exc) from None
         meta = json.dumps(
             {
                 "instance": instance,
@@ -183,28 +198,38 @@ class StatsWriter:
         counters_ofs = (head_len + _PAGE - 1) // _PAGE * _PAGE
         self.counters_offset = counters_ofs
         size = counters_ofs + counters_header_size + record_size * len(rings)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            self._dfd = open_stats_dir(stats_dir)
         except OSError as exc:
             raise _dir_error(stats_dir, exc) from None
+        name = self.path.name
+        tmp = f".{name}.{os.getpid()}.tmp"
         try:
-            os.fchmod(fd, 0o644)
+            # 0600 and locked from the start: nobody else can open it, let alone lock it
+            # first; readable by all (0644) only once complete
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=self._dfd)
+        except OSError as exc:
+            os.close(self._dfd)
+            raise _dir_error(stats_dir, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fixed = _FIXED.pack(
                 MAGIC, FORMAT_VERSION, len(meta), os.getpid(), 0, time.time_ns(), counters_ofs
             )
             os.ftruncate(fd, size)
             os.pwrite(fd, fixed + meta, 0)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.fchmod(fd, 0o644)
             # two bridges of one name starting together: only one may pass the
             # check and rename, so both steps happen under the directory's lock
-            with _dir_locked(stats_dir):
+            with _dir_locked(self._dfd, stats_dir):
                 self._check_not_running()
-                os.rename(tmp, self.path)
+                os.rename(tmp, name, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
         except BaseException as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=self._dfd)
+            os.close(self._dfd)
             if isinstance(exc, OSError):
                 raise _dir_error(stats_dir, exc) from None
             raise
@@ -214,8 +239,10 @@ class StatsWriter:
 
     def _check_not_running(self) -> None:
         try:
-            # O_NONBLOCK: a FIFO in its place must not hang the bridge (rename replaces it)
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO in its place must not hang the bridge (rename replaces
+            # it); O_NOFOLLOW: nor may a symbolic link send it elsewhere
+            fd = os.open(self.path.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, dir_fd=self._dfd)
         except OSError:
             return  # none (or nothing readable): the rename below replaces it
         try:
@@ -229,32 +256,94 @@ class StatsWriter:
         """Remove the file (if it is still ours) and drop the lock."""
         if self._fd < 0:
             return
+        name = self.path.name
         with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self._ino:
-                os.unlink(self.path)
+            if os.stat(name, dir_fd=self._dfd, follow_symlinks=False).st_ino == self._ino:
+                os.unlink(name, dir_fd=self._dfd)
         with contextlib.suppress(BufferError, ValueError):
             self.map.close()
         os.close(self._fd)
+        os.close(self._dfd)
         self._fd = -1
 
 
 def make_stats_dir(stats_dir: str) -> None:
-    """Create the stats directory if it is missing, 0755 whatever the umask: other
-    users read the counters, only the bridges' owner writes there."""
-    if os.path.isdir(stats_dir):
-        return
-    os.makedirs(stats_dir, mode=0o755, exist_ok=True)
-    os.chmod(stats_dir, 0o755)
+    """Create the stats directory if it is missing (see open_stats_dir) and check it."""
+    os.close(open_stats_dir(stats_dir))
+
+
+def open_stats_dir(stats_dir: str, what: str = "the stats directory") -> int:
+    """The stats directory's descriptor, once it is safe to write in: not a symbolic
+    link, owned by this user or root, writable by nobody else (unless sticky and ours).
+    Every file in it is opened relative to this descriptor.
+
+    A missing directory is made 0755 whatever the umask (other users read the counters,
+    only the bridges' owner writes there): made 0700 and opened before the chmod, so that
+    it is never writable by others, nor swapped for a link between the two steps."""
+    parent = os.path.dirname(os.path.abspath(stats_dir))
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    made = False
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(stats_dir, 0o700)
+        made = True
+    if os.path.islink(stats_dir):
+        raise UsageError(f"{what} {stats_dir} is a symbolic link: give the directory itself "
+                         f"({os.path.realpath(stats_dir)})")
+    fd = os.open(stats_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if made:
+            os.fchmod(fd, 0o755)
+        _check_stats_dir_safe(fd, f"{what} {stats_dir}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_stats_dir_safe(fd: int, what: str) -> None:
+    st = os.fstat(fd)
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        raise UsageError(
+            f"{what} belongs to uid {st.st_uid}, who could replace the files nmbridge "
+            "keeps there: choose a directory of your own"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and not (mode & stat.S_ISVTX and st.st_uid == me):
+        raise UsageError(
+            f"{what} is writable by others (mode {mode:04o}), who could replace the files "
+            "nmbridge keeps there: remove their write permission (chmod go-w) or choose "
+            "another directory"
+        )
 
 
 @contextlib.contextmanager
-def _dir_locked(stats_dir: str) -> Iterator[None]:
-    dfd = os.open(stats_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _dir_locked(dfd: int, stats_dir: str) -> Iterator[None]:
+    """The directory's start-up lock: a 0600 file of ours in it, which no other user can
+    open (the directory itself can be locked by anyone who can read it), taken with a
+    time limit: a start-up never waits for ever."""
+    fd = os.open(DIR_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=dfd)
     try:
-        fcntl.flock(dfd, fcntl.LOCK_EX)
+        st = os.fstat(fd)
+        if st.st_uid not in (os.geteuid(), 0) or stat.S_IMODE(st.st_mode) & 0o077:
+            raise UsageError(f"{stats_dir}/{DIR_LOCK} is not nmbridge's own (owner uid "
+                             f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): remove it")
+        deadline = time.monotonic() + DIR_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SystemFailure(
+                        f"{stats_dir}/{DIR_LOCK} stayed locked for {DIR_LOCK_TIMEOUT:.0f} s "
+                        "(another nmbridge stuck while starting?)"
+                    ) from None
+                time.sleep(0.01)
         yield
     finally:
-        os.close(dfd)
+        os.close(fd)
 
 
 def already_running(instance: str, pid: int) -> PortBusy:
@@ -290,12 +379,15 @@ def read_snapshot(path: str | Path) -> Snapshot:
     """Read one consistent snapshot of a stats file; liveness from its lock."""
     path = Path(path)
     try:
-        # O_NONBLOCK: a FIFO (or device) in the stats directory must not hang the reader
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO (or device) in the stats directory must not hang the reader;
+        # O_NOFOLLOW: a link there must not make it read (and show) another file
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NotRunning(f"no stats file {path}: is the instance running?") from None
+        raise NotRunning(printable(f"no stats file {path}: is the instance running?")) from None
     except OSError as exc:
-        raise NotRunning(f"cannot read {path}: {exc.strerror}") from None
+        if exc.errno == errno.ELOOP:
+            raise _corrupt(str(path), "a symbolic link, not a stats file") from None
+        raise NotRunning(printable(f"cannot read {path}: {exc.strerror}")) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _corrupt(str(path), "not a regular file")
@@ -307,7 +399,7 @@ def read_snapshot(path: str | Path) -> Snapshot:
 
 
 def _corrupt(path: str, why: str) -> StatsCorrupt:
-    return StatsCorrupt(f"{path}: {why}")
+    return StatsCorrupt(printable(f"{path}: {why}"))
 
 
 def _read_counters(fd: int, path: str, ofs: int, area: int, seq_off: int, live: bool) -> bytes:
@@ -366,14 +458,27 @@ def _read_fd(fd: int, path: str) -> Snapshot:
         hdr_size = int(meta["counters_header_size"])
         rings_meta: list[dict[str, Any]] = list(meta["rings"])
         ports: list[dict[str, Any]] = list(meta["ports"])
-        instance = str(meta["instance"])
+        instance = printable(str(meta["instance"]))
         zero_copy = bool(meta["zero_copy"])
         if not all(isinstance(meta[k], list) for k in ("fields", "rings", "ports")):
             raise TypeError("fields, rings and ports must be lists")
         if not all(isinstance(p, dict) for p in ports):
             raise TypeError("ports")
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        # what a port's names say reaches terminals: shown, never obeyed
+        ports = [{k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
+                 for p in ports]
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError,
+            RecursionError) as exc:  # RecursionError: JSON nested deeper than Python goes
         raise _corrupt(path, f"bad metadata ({exc.__class__.__name__})") from None
+    if (
+        len(fields) > MAX_FIELDS
+        or len(rings_meta) > MAX_RINGS
+        or len(ports) > MAX_PORTS
+        or record_size > MAX_RECORD_SIZE
+        or hdr_size > MAX_HEADER_SIZE
+        or not all(f.isidentifier() for f in fields)
+    ):
+        raise _corrupt(path, "bad record layout (larger than any bridge writes)")
     if (
         record_size < 8 * len(fields)
         or any(f not in fields for f in _REQUIRED_FIELDS)

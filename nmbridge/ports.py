@@ -2,18 +2,20 @@
 
 Before anything is opened: each interface exists, a tap: name that exists is a
 TAP, the largest frame each emulated port must take, and one bridge per
-packet: interface (the claim). Then engine.open_ports does it.
+packet: interface (the claim, which no other user can take first). Then
+engine.open_ports does it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import os
 import socket
-import struct
 from collections.abc import Sequence
 
-from nmbridge import engine, sysfs
+from nmbridge import counters, engine, sysfs
 from nmbridge.engine import EmulatedSetup, Port
 from nmbridge.errors import NoSuchPort, PortBusy, from_errno
 from nmbridge.portspec import PortSpec
@@ -35,52 +37,98 @@ def emulated_setup(spec: PortSpec) -> EmulatedSetup:
     return EmulatedSetup(sysfs.max_frame(spec.ifname))
 
 
-def claim_interface(spec: PortSpec) -> socket.socket:
+#: where the claims live: a directory only root can write (the unit's RuntimeDirectory),
+#: whatever --stats-dir says, so that every bridge of the host sees every claim
+CLAIMS_DIR = "/run/nmbridge/claims"
+
+
+class InterfaceClaim:
     """One bridge per packet: interface. Nothing in the kernel stops two AF_PACKET
-    sockets on one interface, and two bridges there would each forward every frame:
-    the claim is a listening abstract Unix socket named after the interface index. Such
-    names live in the network namespace, as the index does; the kernel frees it when
-    the process ends, however it ends. Busy: the claimant's pid, from SO_PEERCRED."""
-    try:
-        ifindex = socket.if_nametoindex(spec.ifname)
-    except OSError:
-        raise NoSuchPort(f"{spec.text}: no interface named '{spec.ifname}'") from None
-    address = f"\0nmbridge/packet/{ifindex}"
-    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        claim.bind(address)
-        claim.listen(16)  # room for the busy callers below: they never wait
-        return claim
-    except OSError as exc:
-        claim.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise from_errno(exc.errno or errno.EIO,
-                             f"{spec.text}: cannot claim {spec.ifname}") from None
-    pid = 0
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.setblocking(False)
-        s.connect(address)
-        pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-    who = f"nmbridge (pid {pid})" if pid > 0 else "another nmbridge"
-    raise PortBusy(f"{spec.text}: busy: {who} is bridging {spec.ifname}")
+    sockets on one interface, and two bridges there would each forward every frame.
+
+    The claim is an exclusive flock() on a 0600 file in CLAIMS_DIR named after the
+    network namespace (its inode) and the interface index: no other user can open
+    it, so none can take a claim first (an abstract Unix socket, which any user can
+    bind, could be squatted). The kernel drops the lock when the process ends, however
+    it ends; the file holds the claimant's pid for the busy message."""
+
+    def __init__(self, spec: PortSpec, claims_dir: str | None = None) -> None:
+        where = CLAIMS_DIR if claims_dir is None else claims_dir
+        try:
+            ifindex = socket.if_nametoindex(spec.ifname)
+        except OSError:
+            raise NoSuchPort(f"{spec.text}: no interface named '{spec.ifname}'") from None
+        netns = os.stat("/proc/self/ns/net").st_ino
+        self._name = f"net{netns}-if{ifindex}.lock"
+        what = f"{spec.text}: cannot claim {spec.ifname} ({where})"
+        try:
+            self._dfd = counters.open_stats_dir(where, "the claims directory")
+        except OSError as exc:
+            raise from_errno(exc.errno or errno.EIO, what) from None
+        try:
+            self._fd = self._lock(spec, what)
+        except BaseException:
+            os.close(self._dfd)
+            raise
+
+    def _lock(self, spec: PortSpec, what: str) -> int:
+        while True:
+            try:
+                fd = os.open(self._name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600, dir_fd=self._dfd)
+            except OSError as exc:
+                raise from_errno(exc.errno or errno.EIO, what) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                who = f"nmbridge (pid {pid})" if pid > 0 else "another nmbridge"
+                raise PortBusy(f"{spec.text}: busy: {who} is bridging {spec.ifname}") from None
+            # the file a releasing claimant unlinked before we locked it is no claim
+            try:
+                same = os.fstat(fd).st_ino == os.stat(
+                    self._name, dir_fd=self._dfd, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+            os.close(fd)
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self._name, dir_fd=self._dfd)  # while locked: nobody holds it
+        os.close(self._fd)
+        os.close(self._dfd)
+        self._fd = -1
+
+
+def _read_pid(fd: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    return 0
 
 
 def open_ports(specs: Sequence[PortSpec]) -> list[Port]:
     """Open a bridge's ports as the control plane decided them; close with close_ports."""
     setups = [emulated_setup(s) if s.emulated else None for s in specs]
-    claims: list[socket.socket | None] = []
+    claims: list[InterfaceClaim | None] = []
     try:
         for spec in specs:
-            claims.append(claim_interface(spec) if spec.kind == "packet" else None)
+            claims.append(InterfaceClaim(spec) if spec.kind == "packet" else None)
         ports = engine.open_ports(specs, setups)
     except BaseException:
         for claim in claims:
             if claim is not None:
-                claim.close()
+                claim.release()
         raise
     for port, claim in zip(ports, claims):
         if claim is not None:
-            port.on_close(claim.close)
+            port.on_close(claim.release)
     return ports
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from nmbridge import sysfs
 from nmbridge.errors import BadPortName
+from nmbridge.terminal import printable
 
 __all__ = [
     "KINDS",
@@ -231,7 +232,7 @@ def parse_port(name: str, iface_exists: Callable[[str], bool] | None = None) -> 
 
 def _quote(text: str) -> str:
     """'text', kept on one line: unprintable characters are escaped."""
-    return "'" + "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text) + "'"
+    return "'" + printable(text) + "'"
 
 
 def _parse(name: str, exists: Callable[[str], bool]) -> PortSpec:

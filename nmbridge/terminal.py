@@ -65,11 +65,15 @@ def warn(text: str) -> None:
         _line(f"nmbridge: warning: {text}")
 
 
+def printable(text: str) -> str:
+    """text with every character a terminal would obey (ESC, CR, ...) shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def error(text: str) -> None:
     """The one line a failure gets on stderr: whatever it quotes (a name, an argument),
     a control character in it is shown escaped, not obeyed."""
-    _line("nmbridge: error: " + "".join(
-        ch if ch.isprintable() else repr(ch)[1:-1] for ch in text))
+    _line("nmbridge: error: " + printable(text))
 
 
 def _line(text: str) -> None:

@@ -21,7 +21,7 @@ from nmbridge.counters import (
     Snapshot,
     StatsWriter,
     already_running,
-    make_stats_dir,
+    open_stats_dir,
     read_snapshot,
     stats_dir_error,
     stats_path,
@@ -80,21 +80,24 @@ def instance_name(ports: tuple[str, str], roles: tuple[str, str] | None) -> str:
 
 def check_stats_dir(stats_dir: str) -> None:
     """Fail before any port is opened if the stats file cannot be written there: make
-    the directory if missing, then create and remove a file in it (root passes the
-    os.access() test on a read-only file system, and a full disk passes it too)."""
+    the directory if missing and check that nobody else can write in it, then create
+    and remove a file in it (root passes the os.access() test on a read-only file
+    system, and a full disk passes it too)."""
     try:
-        make_stats_dir(stats_dir)
+        dfd = open_stats_dir(stats_dir)
     except OSError as exc:
         raise stats_dir_error(f"cannot create the stats directory {stats_dir}", exc) from None
-    probe = os.path.join(stats_dir, f".probe.{os.getpid()}.tmp")
+    probe = f".probe.{os.getpid()}.tmp"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+                     0o600, dir_fd=dfd)
         os.close(fd)
-        os.unlink(probe)
+        os.unlink(probe, dir_fd=dfd)
     except OSError as exc:
         raise stats_dir_error(f"cannot write in the stats directory {stats_dir}", exc) \
             from None
+    finally:
+        os.close(dfd)
 
 
 def check_not_running(stats_dir: str, name: str) -> None:
@@ -169,8 +172,10 @@ def run_bridge(opts: BridgeOptions) -> Totals:
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
     from nmbridge.commands.stats import serving_metrics
 
-    with serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)), \
-            _opened(specs) as ports:
+    # the metrics server after the ports: what it costs (descriptors, threads) never
+    # stands between the bridge and its ports
+    with _opened(specs) as ports, \
+            serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)):
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)

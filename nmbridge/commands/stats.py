@@ -230,9 +230,17 @@ def format_listen(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+#: a scrape is one short request: a client gets this long for all of it
+REQUEST_SECONDS = 5.0
+#: connections served at once; more are closed at once (each holds a descriptor and a
+#: thread of the bridge's process: half-sent requests once took it to its fd limit)
+MAX_CONNECTIONS = 16
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = f"nmbridge/{__version__}"
+    timeout = REQUEST_SECONDS  # each read and write of the request (StreamRequestHandler)
 
     def do_GET(self) -> None:
         route = self.path.split("?", 1)[0]
@@ -262,8 +270,46 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them, each ended after
+    REQUEST_SECONDS however slowly its client sends (the per-read timeout alone lets a
+    client that sends a byte every few seconds hold its connection for ever)."""
+
     daemon_threads = True
     stats_file: Path
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: closed now, nothing read
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: a client that hung up or was cut off is not the bridge's error (the
+        default prints a traceback on the bridge's stderr)."""
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        cutoff = threading.Timer(REQUEST_SECONDS, _cut, (request,))
+        cutoff.daemon = True
+        cutoff.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cutoff.cancel()
+            self._slots.release()
+
+
+def _cut(request: socket.socket) -> None:
+    """End a connection that outlived its time: its thread's read returns at once."""
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
 
 
 class _Server6(_Server):

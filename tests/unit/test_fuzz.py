@@ -499,10 +499,82 @@ def test_special_files_in_the_stats_directory(kind: str, tmp_path: Path,
     status, out, err = run_cli(["stats", "--json", "--stats-dir", str(tmp_path)], capsys)
     assert time.monotonic() - started < 5
     assert "Traceback" not in err
-    if kind in ("dangling-symlink", "socket"):  # cannot be opened: as if it had vanished
+    if kind == "socket":  # cannot be opened: as if it had vanished
         assert status == 0, err
+    elif kind.endswith("symlink") or kind.startswith("symlink"):  # never followed
+        assert status == 9, err
+        assert err.splitlines()[-1] == f"nmbridge: error: {path}: a symbolic link, not a stats file"
     else:
         assert status == 9, err
         assert err.splitlines()[-1] == f"nmbridge: error: {path}: not a regular file"
     # the readable instance is still shown
     assert [i["name"] for i in json.loads(out)["instances"]] == ["fz"]
+
+
+# ------------------------------------------------ sizes and names a file claims
+
+
+def _sparse_file(path: Path, meta: dict[str, Any], size: int) -> None:
+    """A file of `size` bytes, almost all hole: cheap to make, whatever it claims."""
+    raw = json.dumps(meta).encode()
+    head = FIXED.pack(MAGIC, FORMAT_VERSION, len(raw), 4242, 0, 1, 4096) + raw
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+
+
+@pytest.mark.parametrize("claim", ["fields", "rings", "record_size", "header_size", "ports"])
+def test_a_file_claiming_more_than_any_bridge_writes_is_corrupt(
+        claim: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review item 6: a 500 KB sparse file naming many fields and rings took `nmbridge
+    stats` to 6 GB and a MemoryError, which ended the whole listing with status 1. Now
+    that one file is corrupt (status 9) and the others are still listed."""
+    meta = good_meta()
+    size = 1 << 30  # a hole: what the layout needs fits, so only the limits refuse it
+    if claim == "fields":
+        meta["fields"] = ["frames", "bytes"] + [f"f{i}" for i in range(20000)]
+        meta["record_size"] = 8 * len(meta["fields"])
+    elif claim == "rings":
+        meta["rings"] = [{"port": 0, "direction": "rx", "ring": i} for i in range(20000)]
+    elif claim == "record_size":
+        meta["record_size"] = 1 << 20
+    elif claim == "header_size":
+        meta["counters_header_size"] = 1 << 20
+    else:
+        meta["ports"] = [{"name": f"p{i}"} for i in range(1000)]
+    path = tmp_path / "big.stats"
+    _sparse_file(path, meta, size)
+    with pytest.raises(StatsCorrupt, match="larger than any bridge writes"):
+        read_snapshot(path)
+    (tmp_path / "good.stats").write_bytes(file_bytes(good_meta()))
+    status, out, err = run_cli(["stats", "--json", "--stats-dir", str(tmp_path)], capsys)
+    assert status == 9, err
+    assert [i["name"] for i in json.loads(out)["instances"]] == ["fz"]
+
+
+def test_deeply_nested_metadata_is_corrupt_not_a_recursion_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "deep.stats"
+    raw = b"[" * 200_000 + b"]" * 200_000
+    path.write_bytes(FIXED.pack(MAGIC, FORMAT_VERSION, len(raw), 1, 0, 1, 4096 * 100) + raw)
+    with pytest.raises(StatsCorrupt, match="bad metadata"):
+        read_snapshot(path)
+    status, _out, err = run_cli(["stats", "--stats-dir", str(tmp_path)], capsys)
+    assert status == 9 and "Traceback" not in err, err
+
+
+def test_names_in_a_stats_file_reach_the_terminal_escaped(
+        stats_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review item 6: instance and port names were printed raw; an escape sequence in a
+    forged file (clear the screen, retitle the window) reached the reader's terminal."""
+    meta = good_meta()
+    meta["instance"] = "fz\x1b[2J\x1b]0;pwned\x07"
+    meta["ports"][0]["name"] = "packet:v\x1b[31m0\r"
+    stats_file.write_bytes(file_bytes(meta))
+    snap = read_snapshot(stats_file)
+    assert snap.instance == "fz\\x1b[2J\\x1b]0;pwned\\x07"
+    assert snap.ports[0]["name"] == "packet:v\\x1b[31m0\\r"
+    for argv in (["stats"], ["stats", "fz"], ["stats", "--json"], ["stats", "--prometheus"]):
+        status, out, err = run_cli([*argv, "--stats-dir", str(stats_file.parent)], capsys)
+        assert status == 0, err
+        assert "\x1b" not in out + err and "\r" not in out + err and "\x07" not in out + err

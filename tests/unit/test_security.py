@@ -17,6 +17,7 @@ import pytest
 
 from nmbridge.commands import bridge as runner
 from nmbridge.counters import StatsWriter, make_stats_dir
+from nmbridge.errors import UsageError
 
 PACKAGE = Path(runner.__file__).resolve().parents[1]
 
@@ -123,3 +124,35 @@ def test_no_command_goes_through_a_shell(source: Path) -> None:
         if name.startswith("subprocess.") and call.args:
             assert not isinstance(call.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)), (
                 f"{where}: a command given as a string")
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
+def test_a_stats_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Review item 7: a world- or group-writable --stats-dir was accepted, and whoever
+    could write there could plant or swap the files root writes and reads."""
+    d = tmp_path / "open"
+    d.mkdir()
+    os.chmod(d, mode)
+    with pytest.raises(UsageError, match=rf"is writable by others \(mode 0{mode:o}\)"):
+        runner.check_stats_dir(str(d))
+    with pytest.raises(UsageError, match="is writable by others"):
+        StatsWriter(str(d), "x", ports=[], rings=[], record_fields=["frames", "bytes"],
+                    record_size=16, counters_header={"seq": 0, "heartbeat_ns": 8,
+                                                     "nrings": 16, "state": 24},
+                    counters_header_size=32, zero_copy=True)
+    assert os.listdir(d) == []
+
+
+def test_a_sticky_directory_of_ours_is_accepted(tmp_path: Path) -> None:
+    """As /tmp is: others may add files, but not remove or replace ours."""
+    d = tmp_path / "sticky"
+    d.mkdir()
+    os.chmod(d, 0o1777)
+    runner.check_stats_dir(str(d))
+
+
+def test_a_symbolic_link_as_the_stats_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UsageError, match="is a symbolic link: give the directory itself"):
+        runner.check_stats_dir(str(tmp_path / "link"))
