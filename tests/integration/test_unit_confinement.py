@@ -46,6 +46,8 @@ from typing import NoReturn
 
 import pytest
 
+from nmbridge.lab.sandbox import Sandbox
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "nmbridge@.service"
 NMBRIDGE = str(Path(sys.executable).with_name("nmbridge"))
@@ -495,60 +497,58 @@ def test_what_a_bridge_needs_is_still_there(confined: Confined) -> None:
         assert res.stderr == "", res.stderr  # no complaint about a hidden file (sitecustomize)
 
 
-def test_a_bridge_notifies_and_forwards_under_the_units_view(confined: Confined) -> None:
+def test_a_bridge_notifies_and_forwards_under_the_units_view(confined: Confined,
+                                                             sb: Sandbox) -> None:
     """The real thing: the unit's command from the /opt venv, in the unit's view, in a
     Sandbox: READY=1 through the bound notify socket, the stats file in the runtime
     directory, pings through, and a clean stop."""
     from notify_listener import Listener
 
-    from nmbridge.sandbox import Sandbox
-
-    with Sandbox() as box:
-        notify_dir = Path(box.tempdir("notify"))
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(notify_dir / "notify.sock"))
-        lis = Listener(sock, NOTIFY_SOCKET).start()
+    notify_dir = Path(sb.tempdir("notify"))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_dir / "notify.sock"))
+    lis = Listener(sock, NOTIFY_SOCKET).start()
+    try:
+        plan = json.loads((confined.work / "plan.json").read_text())
+        for m in plan["mounts"]:
+            if m["path"] == NOTIFY_SOCKET:
+                m["source"] = str(notify_dir / "notify.sock")
+        (confined.work / "plan.json").write_text(json.dumps(plan))
+        (exec_start,) = [v for k, v in service_directives() if k == "ExecStart"]
+        words = shlex.split(exec_start)
+        assert words[:2] == ["nmbridge", "bridge"]
+        argv = ["/opt/nmbridge/bin/nmbridge", *words[1:-2], "--interval", "0.2",
+                "--wait-link", "30", "-i", sb.wire_port, "-i", sb.host_port]
+        env = dict(os.environ)
+        for assignment in (v for k, v in service_directives() if k == "Environment"):
+            key, _, value = assignment.partition("=")
+            env[key] = value.replace("%t", RUNTIME)
+        env["NOTIFY_SOCKET"] = NOTIFY_SOCKET
+        proc = sb.popen(sb.bridge_ns, confined.argv(argv), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            plan = json.loads((confined.work / "plan.json").read_text())
-            for m in plan["mounts"]:
-                if m["path"] == NOTIFY_SOCKET:
-                    m["source"] = str(notify_dir / "notify.sock")
-            (confined.work / "plan.json").write_text(json.dumps(plan))
-            (exec_start,) = [v for k, v in service_directives() if k == "ExecStart"]
-            words = shlex.split(exec_start)
-            assert words[:2] == ["nmbridge", "bridge"]
-            argv = ["/opt/nmbridge/bin/nmbridge", *words[1:-2], "--interval", "0.2",
-                    "--wait-link", "30", "-i", box.wire_port, "-i", box.host_port]
-            env = dict(os.environ)
-            for assignment in (v for k, v in service_directives() if k == "Environment"):
-                key, _, value = assignment.partition("=")
-                env[key] = value.replace("%t", RUNTIME)
-            env["NOTIFY_SOCKET"] = NOTIFY_SOCKET
-            proc = box.popen(box.bridge_ns, confined.argv(argv), env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                lis.wait_for("READY", lambda v: v == "1", timeout=20)
-                stats = list(confined.runtime.glob("*.stats"))
-                assert len(stats) == 1, stats
-                ping = box.run(box.wire_ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q",
-                                             box.host_addr], timeout=20, check=False)
-                assert "3 received" in ping.stdout, ping.stdout + ping.stderr
-                snap = subprocess.run([NMBRIDGE, "stats", "--json"], capture_output=True,
-                                      text=True, timeout=30,
-                                      env={**os.environ,
-                                           "NMBRIDGE_STATS_DIR": str(confined.runtime)})
-                assert snap.returncode == 0, snap.stderr
-                (instance,) = json.loads(snap.stdout)["instances"]
-                assert instance["live"]
-                assert box.stop(proc) == 0
-                _, err = proc.communicate(timeout=10)
-            finally:
-                box.stop(proc)
-            assert "stopped (signal)" in err, err
-            lis.wait_for("STOPPING", lambda v: v == "1")
-            assert not list(confined.runtime.glob("*.stats"))
+            lis.wait_for("READY", lambda v: v == "1", timeout=20)
+            stats = list(confined.runtime.glob("*.stats"))
+            assert len(stats) == 1, stats
+            ping = sb.run(sb.wire_ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q",
+                                         sb.host_addr], timeout=20, check=False)
+            assert "3 received" in ping.stdout, ping.stdout + ping.stderr
+            snap = subprocess.run([NMBRIDGE, "stats", "--json"], capture_output=True,
+                                  text=True, timeout=30,
+                                  env={**os.environ,
+                                       "NMBRIDGE_STATS_DIR": str(confined.runtime)})
+            assert snap.returncode == 0, snap.stderr
+            (instance,) = json.loads(snap.stdout)["instances"]
+            assert instance["live"]
+            assert sb.stop(proc) == 0
+            _, err = proc.communicate(timeout=10)
         finally:
-            lis.close()
+            sb.stop(proc)
+        assert "stopped (signal)" in err, err
+        lis.wait_for("STOPPING", lambda v: v == "1")
+        assert not list(confined.runtime.glob("*.stats"))
+    finally:
+        lis.close()
 
 
 def test_the_plan_follows_the_unit() -> None:
