@@ -281,7 +281,8 @@ def open_stats_dir(stats_dir: str, what: str = "the stats directory") -> int:
     only the bridges' owner writes there): made 0700 and opened before the chmod, so that
     it is never writable by others, nor swapped for a link between the two steps."""
     parent = os.path.dirname(os.path.abspath(stats_dir))
-    os.makedirs(parent, mode=0o755, exist_ok=True)
+    if not os.path.lexists(parent):
+        os.makedirs(parent, mode=0o755, exist_ok=True)
     made = False
     with contextlib.suppress(FileExistsError):
         os.mkdir(stats_dir, 0o700)
@@ -389,13 +390,19 @@ def read_snapshot(path: str | Path) -> Snapshot:
             raise _corrupt(str(path), "a symbolic link, not a stats file") from None
         raise NotRunning(printable(f"cannot read {path}: {exc.strerror}")) from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _corrupt(str(path), "not a regular file")
-        return _read_fd(fd, str(path))
-    except OSError as exc:
-        raise _corrupt(str(path), f"cannot read: {exc.strerror or exc}") from None
+        return read_open_snapshot(fd, str(path))
     finally:
         os.close(fd)
+
+
+def read_open_snapshot(fd: int, path: str) -> Snapshot:
+    """read_snapshot of a stats file already open (path: what messages call it)."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _corrupt(path, "not a regular file")
+        return _read_fd(fd, path)
+    except OSError as exc:
+        raise _corrupt(path, f"cannot read: {exc.strerror or exc}") from None
 
 
 def _corrupt(path: str, why: str) -> StatsCorrupt:

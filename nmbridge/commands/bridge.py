@@ -172,10 +172,9 @@ def run_bridge(opts: BridgeOptions) -> Totals:
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
     from nmbridge.commands.stats import serving_metrics
 
-    # the metrics server after the ports: what it costs (descriptors, threads) never
-    # stands between the bridge and its ports
-    with _opened(specs) as ports, \
-            serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)):
+    with serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
+            _opened(specs) as ports:
+        serve()
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)

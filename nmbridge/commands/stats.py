@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -356,15 +356,23 @@ def _listen_error(where: str, exc: OSError) -> NmbridgeError:
 
 
 @contextlib.contextmanager
-def serving_metrics(listen: tuple[str, int] | None, stats_file: Path) -> Iterator[None]:
-    """Serve stats_file's metrics on listen for the duration of the block (nothing if None)."""
+def serving_metrics(listen: tuple[str, int] | None, stats_file: Path) -> Iterator[
+        Callable[[], None]]:
+    """Bind listen for the block (nothing if None) and yield start(), which serves
+    stats_file's metrics from then on. The bridge binds before it opens its ports (an
+    address in use is an error before a NIC enters netmap mode) and starts serving
+    after them: what serving costs (a thread and a descriptor a connection) never
+    stands between the bridge and its ports."""
     if listen is None:
-        yield
+        yield lambda: None
         return
     server = MetricsServer(listen[0], listen[1], stats_file)
-    server.start()
-    terminal.info(f"nmbridge: metrics on http://{server.address}/metrics")
+
+    def start() -> None:
+        server.start()
+        terminal.info(f"nmbridge: metrics on http://{server.address}/metrics")
+
     try:
-        yield
+        yield start
     finally:
         server.close()

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from polling import wait_for
 
-from nmbridge.counters import read_snapshot
+from nmbridge.counters import read_open_snapshot, read_snapshot
 from nmbridge.lab import traffic
 from nmbridge.lab.sandbox import Sandbox
 
@@ -105,7 +105,7 @@ class Bridge:
         from nmbridge.export import instance_dict
 
         assert self.held >= 0, "hold_stats() first"
-        snap = read_snapshot(f"/proc/self/fd/{self.held}")
+        snap = read_open_snapshot(self.held, str(self.stats_path))
         inst = instance_dict(snap, time.time_ns())
         os.close(self.held)
         self.held = -1
