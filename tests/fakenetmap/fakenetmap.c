@@ -223,6 +223,7 @@ static struct fk_nic nics[FK_MAX_NICS];
 static int nnics;
 static struct fk_map *maps;
 static struct fk_waiter *waiters;
+static int drain_ms; /* FAKENETMAP_DRAIN_MS (see fk_fini) */
 static __thread struct fk_waiter my_waiter = {-1, NULL};
 
 static char fake_path[4096];
@@ -2059,6 +2060,8 @@ __attribute__((constructor)) static void fk_init(void)
 		legacy_api = atoi(v);
 	if ((v = getenv("FAKENETMAP_LINK_SYSFS")) != NULL)
 		link_sysfs = atoi(v) != 0;
+	if ((v = getenv("FAKENETMAP_DRAIN_MS")) != NULL && atoi(v) > 0)
+		drain_ms = atoi(v);
 	if ((v = getenv("FAKENETMAP_DOWN_BLOCK_MS")) != NULL && atoi(v) > 0)
 		down_block_ms = atoi(v);
 	if ((v = getenv("FAKENETMAP_LOG")) != NULL)
@@ -2081,10 +2084,36 @@ __attribute__((constructor)) static void fk_init(void)
 	}
 }
 
+/*
+ * FAKENETMAP_DRAIN_MS: at exit, wait (up to that long) until the test has read
+ * what the NICs put on the wire and the host stack got. A real wire keeps what
+ * was sent after the sender exits; here the queues die with the process, so a
+ * bridge that ends by itself (--count) would race the test's reads.
+ */
+static int queues_empty(void)
+{
+	int empty = 1;
+
+	pthread_mutex_lock(&G);
+	for (int i = 0; i < nnics; i++)
+		empty &= nics[i].wire_out.count == 0 && nics[i].stack_in.count == 0;
+	pthread_mutex_unlock(&G);
+	return empty;
+}
+
+static void drain_queues(void)
+{
+	for (int waited = 0; waited < drain_ms && !queues_empty(); waited += 10)
+		usleep(10000);
+}
+
 __attribute__((destructor)) static void fk_fini(void)
 {
 	char line[1024];
 	size_t o = 0;
+
+	if (drain_ms > 0)
+		drain_queues();
 
 	if (st.opens == 0 || pthread_mutex_trylock(&G) != 0)
 		return; /* another thread holds the state: no summary */

@@ -336,7 +336,8 @@ def test_jumbo_chains_between_native_nics_reach_the_count(fake: FakeKernel,
     sizes = (9000, 60, 9000, 3000, 9000)
     to_fk1 = [make_frame(i, sizes[i % len(sizes)], b"ab") for i in range(n)]
     to_fk0 = [make_frame(i, sizes[(i + 2) % len(sizes)], b"ba") for i in range(n)]
-    env = {"FAKENETMAP_NATIVE": "fk0/64,fk1/64"}
+    # the bridge ends by itself at the count: its wire must outlive it for the reads
+    env = {"FAKENETMAP_NATIVE": "fk0/64,fk1/64", "FAKENETMAP_DRAIN_MS": "10000"}
     bridge = RunningBridge(fake, ["-i", "netmap:fk0", "-i", "netmap:fk1", "--no-live",
                                   "--count", str(2 * n)], nic_netns, env=env)
     try:
