@@ -13,7 +13,6 @@
 #include <time.h>
 
 #include "engine.h"
-#include "eport.h"
 #include "loop.h"
 
 static uint64_t now_ns(void)
@@ -219,16 +218,10 @@ static int recover(struct nmb_bridge *b, int i)
 		if (rc == -ENXIO || rc == -ENODEV)
 			return fail(b, i, -rc);
 	} else {
-		/* reading SO_ERROR clears it; ENETDOWN is a link going down, not a failure */
-		int err = 0;
-		socklen_t len = sizeof(err);
-		getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (p->txfd >= 0)
-			getsockopt(p->txfd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (p->kind == NMB_PORT_PACKET && !nmb_ifindex_exists(p->ifindex))
-			return fail(b, i, ENODEV);
-		if (p->kind == NMB_PORT_TAP && (err == EBADFD || err == ENODEV))
-			return fail(b, i, err);
+		int rc = nmb_eport_recover(p);
+
+		if (rc < 0)
+			return fail(b, i, -rc);
 	}
 	return 0;
 }
