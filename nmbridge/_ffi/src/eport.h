@@ -10,9 +10,13 @@
 #include "port.h"
 
 struct nmb_eport_ops {
-	/* receive up to n frames into msgs (msg_len, msg_flags set); >= 0 frames, or -errno */
+	/*
+	 * What the shared rxsync and txsync read and write the socket with:
+	 * recv takes up to n frames into msgs (msg_len, msg_flags set), >= 0
+	 * frames or -errno; send sends up to n frames, > 0 sent or -errno for
+	 * the first one.
+	 */
 	int (*recv)(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
-	/* send up to n frames; > 0 frames sent, or -errno for the first one */
 	int (*send)(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
 	/* an error that may mean the interface is gone: -errno if so (fatal), else 0 */
 	int (*classify)(struct nmb_port *p, int err);
@@ -20,10 +24,11 @@ struct nmb_eport_ops {
 
 	/*
 	 * A kind with a kernel side of its own (a packet socket's TPACKET rings)
-	 * overrides the shared one; NULL entries take the shared path: rxsync and
-	 * txsync through recv and send, no socket frames of its own to wait on
-	 * (tx_busy) or to discard at the stop (tx_discard, rx_discard: then what
-	 * the socket holds is read off it), no drop counters (collect_drops).
+	 * overrides the shared one (and needs no recv or send); NULL entries take
+	 * the shared path: rxsync and txsync through recv and send, no socket
+	 * frames of its own to wait on (tx_busy) or to discard at the stop
+	 * (tx_discard, rx_discard: then what the socket holds is read off it),
+	 * no drop counters (collect_drops).
 	 */
 	int (*rxsync)(struct nmb_port *p, struct nmb_ring_stats *rxs);
 	int (*txsync)(struct nmb_port *p, struct nmb_ring_stats *txs);

@@ -514,10 +514,8 @@ static const struct nmb_eport_ops packet_ops = {
 	.collect_drops = packet_collect_drops,
 };
 
-/* the TPACKET rings: a kernel side of its own */
+/* the TPACKET rings: a kernel side of its own, which needs no recv or send */
 static const struct nmb_eport_ops packet_ring_ops = {
-	.recv = packet_recv,
-	.send = packet_send,
 	.classify = packet_classify,
 	.close = packet_close,
 	.rxsync = packet_rxsync,
