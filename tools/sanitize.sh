@@ -56,7 +56,10 @@ case "$core" in
     "$venv"/*) ;;
     *) echo "sanitize: imported $core, not the core built in $venv" >&2; exit 1 ;;
 esac
-if ! ldd "$core" | grep -q libasan; then
+# ldd's output is taken whole first: `ldd | grep -q` under pipefail fails on a good
+# build whenever grep exits at its match before ldd has written the rest (SIGPIPE)
+libs=$(ldd "$core")
+if [[ "$libs" != *libasan* ]]; then
     echo "sanitize: $core is not built with AddressSanitizer (NMBRIDGE_SANITIZE=1 ignored?)" >&2
     exit 1
 fi

@@ -166,6 +166,28 @@ def test_no_field_is_left_undocumented(struct: str) -> None:
     assert [n for n in declared if n not in padding] == documented
 
 
+# gaps the document states besides those a field's own alignment makes
+ALIGNED_BY_ATTRIBUTE = {("struct netmap_ring", "sem"): 128}  # cache-aligned
+
+
+@pytest.mark.parametrize("struct", LAYOUTS)
+def test_documented_fields_fill_the_struct(struct: str) -> None:
+    """No room for an undocumented field in the compiled layout.
+
+    The cdef structs are partial: cffi lists only the fields Python names, and
+    takes sizes and offsets from the compiler (src/abi.h). Between the documented
+    fields, and after the last, there is only the padding alignment forces.
+    """
+    size, _, fields = LAYOUTS[struct]
+    end = 0
+    for name, offset, ctype in sorted(fields, key=lambda f: f[1]):
+        t = ffi.typeof(ctype)
+        align = ALIGNED_BY_ATTRIBUTE.get((struct, name), ffi.alignof(t))
+        assert 0 <= offset - end < align, f"{name}: {offset - end} bytes before it"
+        end = offset + (0 if t.kind == "array" and t.length is None else ffi.sizeof(t))
+    assert size - end < ffi.alignof(struct), f"{size - end} bytes after the last field"
+
+
 def test_timeval_is_16_bytes() -> None:
     assert ffi.sizeof("struct timeval") == 16
 

@@ -1,4 +1,11 @@
-/* The netmap ABI as Python sees it (checked by cffi against src/abi.h). */
+/*
+ * The netmap ABI as Python sees it. The layouts are src/abi.h's alone: each
+ * struct here is partial ("...;"), so cffi (API mode) takes every size, offset
+ * and alignment from the compiler, and names only the fields Python reads or
+ * writes. tests/ffi/test_abi.py checks every documented field through ffi, so
+ * the documented fields of the kernel structs stay named; padding (pad1) and
+ * the flexible slot[] are not (nmb_ring_slots gives the slots).
+ */
 #define NETMAP_API ...
 #define NETMAP_MIN_API ...
 #define NETMAP_MAX_API ...
@@ -48,6 +55,7 @@ struct netmap_slot {
 	uint16_t len;
 	uint16_t flags;
 	uint64_t ptr;
+	...;
 };
 
 struct netmap_ring {
@@ -63,12 +71,12 @@ struct netmap_ring {
 	struct timeval ts;
 	uint64_t offset_mask;
 	uint64_t buf_align;
-	char sem[128];
+	char sem[...];
 	...;
 };
 
 struct netmap_if {
-	char ni_name[16];
+	char ni_name[...];
 	uint32_t ni_version;
 	uint32_t ni_flags;
 	uint32_t ni_tx_rings;
@@ -76,17 +84,19 @@ struct netmap_if {
 	uint32_t ni_bufs_head;
 	uint32_t ni_host_tx_rings;
 	uint32_t ni_host_rx_rings;
-	uint32_t ni_spare1[3];
+	uint32_t ni_spare1[...];
 	ssize_t ring_ofs[];
+	...;
 };
 
 struct nmreq_header {
 	uint16_t nr_version;
 	uint16_t nr_reqtype;
 	uint32_t nr_reserved;
-	char nr_name[64];
+	char nr_name[...];
 	uint64_t nr_options;
 	uint64_t nr_body;
+	...;
 };
 
 struct nmreq_register {
@@ -103,6 +113,7 @@ struct nmreq_register {
 	uint32_t nr_mode;
 	uint32_t nr_extra_bufs;
 	uint64_t nr_flags;
+	...;
 };
 
 struct nmreq_option {
@@ -110,38 +121,26 @@ struct nmreq_option {
 	uint32_t nro_reqtype;
 	uint32_t nro_status;
 	uint64_t nro_size;
+	...;
 };
 
+/* what an @extmem option fills in (nmbridge/engine.py) */
 struct nmreq_pools_info {
 	uint64_t nr_memsize;
-	uint16_t nr_mem_id;
-	uint16_t pad1[3];
-	uint64_t nr_if_pool_offset;
 	uint32_t nr_if_pool_objtotal;
 	uint32_t nr_if_pool_objsize;
-	uint64_t nr_ring_pool_offset;
 	uint32_t nr_ring_pool_objtotal;
 	uint32_t nr_ring_pool_objsize;
-	uint64_t nr_buf_pool_offset;
 	uint32_t nr_buf_pool_objtotal;
 	uint32_t nr_buf_pool_objsize;
+	...;
 };
 
-/* NETMAP_REQ_OPT_EXTMEM: the region lives in memory user space provides */
 struct nmreq_opt_extmem {
 	struct nmreq_option nro_opt;
 	uint64_t nro_usrptr;
 	struct nmreq_pools_info nro_info;
-};
-
-/* NETMAP_REQ_OPT_OFFSETS: frames start at an offset inside their buffers */
-struct nmreq_opt_offsets {
-	struct nmreq_option nro_opt;
-	uint64_t nro_max_offset;
-	uint64_t nro_initial_offset;
-	uint32_t nro_offset_bits;
-	uint32_t nro_tx_align;
-	uint64_t nro_min_gap;
+	...;
 };
 
 struct nmreq_port_info_get {
@@ -153,11 +152,11 @@ struct nmreq_port_info_get {
 	uint16_t nr_host_tx_rings;
 	uint16_t nr_host_rx_rings;
 	uint16_t nr_mem_id;
-	uint16_t pad1[3];
+	...;
 };
 
 struct nmreq {
-	char nr_name[16];
+	char nr_name[...];
 	uint32_t nr_version;
 	uint32_t nr_offset;
 	uint32_t nr_memsize;
@@ -171,7 +170,8 @@ struct nmreq {
 	uint16_t nr_arg2;
 	uint32_t nr_arg3;
 	uint32_t nr_flags;
-	uint32_t spare2[1];
+	uint32_t spare2[...];
+	...;
 };
 
 const char *nmb_version(void);

@@ -1,5 +1,6 @@
+/* opaque to Python: the tests and benchmarks only allocate it (its size is the compiler's) */
 struct nmb_rx_state {
-	uint32_t discard;
+	...;
 };
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
 		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,

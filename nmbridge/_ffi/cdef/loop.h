@@ -3,14 +3,12 @@
 #define NMB_RUN_LIMIT ...
 #define NMB_RUN_SIGNAL ...
 
+/* partial: the layout is src/loop.h's; these are the fields Python reads or sets */
 struct nmb_bridge {
-	struct nmb_port *port[2];
 	int zerocopy;
 	int busy;
 	uint32_t coalesce_us;
-	uint32_t burst;
 	int poll_timeout_ms;
-	int stop;
 	uint64_t count_limit;
 	uint64_t forwarded;
 	uint32_t nstats;
@@ -18,7 +16,6 @@ struct nmb_bridge {
 	struct nmb_stats_shared *shared;
 	int failed_port;
 	int failed_err;
-	uint64_t state;
 	...;
 };
 

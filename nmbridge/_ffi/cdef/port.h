@@ -3,6 +3,7 @@
 #define NMB_PORT_TAP ...
 #define NMB_BATCH ...
 
+/* partial: the layout is src/port.h's; these are the fields Python reads or sets */
 struct nmb_port {
 	int kind;
 	int fd;
@@ -11,14 +12,8 @@ struct nmb_port {
 	struct netmap_if *nifp;
 	struct nmb_region *region;
 	uint32_t ntx, nrx;
-	struct netmap_ring *tx[64];
-	struct netmap_ring *rx[64];
-	uint32_t frags;
-	uint32_t stats_rx;
-	uint32_t stats_tx;
-	uint64_t kernel_drops;
-	int err;
-	int vnet;
+	struct netmap_ring *tx[...];
+	struct netmap_ring *rx[...];
 	...;
 };
 

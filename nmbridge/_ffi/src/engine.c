@@ -113,6 +113,71 @@ static uint32_t move_simple(struct netmap_ring *rx, struct netmap_ring *tx, uint
 	return done;
 }
 
+/*
+ * A chain without its last slot at rxh: it waits for that slot (returns 1),
+ * unless it can never complete (it fills the ring, or is longer than netmap
+ * allows): then it is dropped and counted, its slots up to rxt released and
+ * the rest marked for discard_rest (returns 0).
+ */
+static int chain_waits_at(const struct netmap_ring *rx, uint32_t *rxh, uint32_t rxt,
+			  struct nmb_rx_state *st, struct nmb_ring_stats *rxs)
+{
+	uint32_t have = nmb_ring_dist(rx, *rxh, rxt);
+
+	if (have >= rx->num_slots - 1 || have >= NETMAP_MAX_FRAGS) {
+		rxs->drop_chain++;
+		*rxh = rxt;
+		st->discard = 1;
+		return 0;
+	}
+	return 1;
+}
+
+/* Whether the whole frame of n slots at *rxh must be dropped: if so it is counted and skipped. */
+static int drop_frame(const struct netmap_ring *rx, const struct netmap_ring *tx, uint32_t *rxh,
+		      uint32_t n, int oversize, struct nmb_ring_stats *rxs)
+{
+	/* longer than netmap allows is a chain drop whatever it holds, as when it arrives cut */
+	if (n <= NETMAP_MAX_FRAGS && oversize)
+		rxs->drop_oversize++;
+	else if (n > NETMAP_MAX_FRAGS || n > tx->num_slots - 1)
+		rxs->drop_chain++;
+	else
+		return 0;
+	*rxh = advance(rx, *rxh, n);
+	return 1;
+}
+
+/* Move the n slots of one frame (a chain) from *rxh to *txh, NS_MOREFRAG kept. */
+static void move_chain(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t *rxh,
+		       uint32_t *txh, uint32_t n, int zerocopy)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		struct netmap_slot *rs = &rx->slot[*rxh], *ts = &tx->slot[*txh];
+		uint16_t more = rs->flags & NS_MOREFRAG;
+
+		if (zerocopy) {
+			uint32_t idx = ts->buf_idx;
+			ts->buf_idx = rs->buf_idx;
+			rs->buf_idx = idx;
+			rs->flags |= NS_BUF_CHANGED;
+			ts->flags = more | NS_BUF_CHANGED;
+		} else {
+			memcpy(nmb_slot_buf(tx, ts->buf_idx), nmb_slot_buf(rx, rs->buf_idx), rs->len);
+			ts->flags = more;
+		}
+		ts->len = rs->len;
+		*rxh = nmb_ring_next(rx, *rxh);
+		*txh = nmb_ring_next(tx, *txh);
+	}
+}
+
+/* a head and a tail that are slots of the ring */
+static int in_ring(const struct netmap_ring *ring, uint32_t head, uint32_t tail)
+{
+	return head < ring->num_slots && tail < ring->num_slots;
+}
+
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
 		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
 		       struct nmb_ring_stats *txs)
@@ -125,8 +190,7 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	uint64_t bytes = 0;
 	int chain_waits = 0;
 
-	if (rxh >= rx->num_slots || rxt >= rx->num_slots || txh >= tx->num_slots ||
-	    txt >= tx->num_slots)
+	if (!in_ring(rx, rxh, rxt) || !in_ring(tx, txh, txt))
 		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
 	rxh = discard_rest(rx, rxh, rxt, st);
 
@@ -148,57 +212,17 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 		}
 		/* a chain, an oversize slot, or no room in TX: one frame the general way */
 		n = chain_at(rx, rxh, rxt, max_len, &len, &oversize);
-
 		if (n == 0) {
-			/*
-			 * Incomplete chain: it waits for its last slot, unless it
-			 * can never complete (it fills the ring, or is longer than
-			 * netmap allows): then it is dropped and counted.
-			 */
-			uint32_t have = nmb_ring_dist(rx, rxh, rxt);
-			if (have >= rx->num_slots - 1 || have >= NETMAP_MAX_FRAGS) {
-				rxs->drop_chain++;
-				rxh = rxt;
-				st->discard = 1;
-			} else {
-				chain_waits = 1;
-			}
+			chain_waits = chain_waits_at(rx, &rxh, rxt, st, rxs);
 			break;
 		}
-		/* longer than netmap allows is a chain drop whatever it holds, as when it arrives cut */
-		if (n <= NETMAP_MAX_FRAGS && oversize) {
-			rxs->drop_oversize++;
-			rxh = advance(rx, rxh, n);
+		if (drop_frame(rx, tx, &rxh, n, oversize, rxs))
 			continue;
-		}
-		if (n > NETMAP_MAX_FRAGS || n > tx->num_slots - 1) {
-			rxs->drop_chain++;
-			rxh = advance(rx, rxh, n);
-			continue;
-		}
 		if (n > tx_room) {
 			rxs->txfull++;
 			break;
 		}
-		for (uint32_t k = 0; k < n; k++) {
-			struct netmap_slot *rs = &rx->slot[rxh], *ts = &tx->slot[txh];
-			uint16_t more = rs->flags & NS_MOREFRAG;
-
-			if (zerocopy) {
-				uint32_t idx = ts->buf_idx;
-				ts->buf_idx = rs->buf_idx;
-				rs->buf_idx = idx;
-				rs->flags |= NS_BUF_CHANGED;
-				ts->flags = more | NS_BUF_CHANGED;
-			} else {
-				memcpy(nmb_slot_buf(tx, ts->buf_idx), nmb_slot_buf(rx, rs->buf_idx),
-				       rs->len);
-				ts->flags = more;
-			}
-			ts->len = rs->len;
-			rxh = nmb_ring_next(rx, rxh);
-			txh = nmb_ring_next(tx, txh);
-		}
+		move_chain(rx, tx, &rxh, &txh, n, zerocopy);
 		tx_room -= n;
 		frames++;
 		bytes += len;

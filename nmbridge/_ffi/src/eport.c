@@ -2,7 +2,9 @@
  * The emulated ports' kernel side: what netmap's generic adapter does in
  * the kernel, done in user space over a socket. RX: release the slots user
  * space handed back, then receive frames into the free slots. TX: transmit
- * the slots user space filled, then hand them back.
+ * the slots user space filled, then hand them back. Each kind reads and
+ * writes its socket through its ops (eport.h), and may bring its own kernel
+ * side (a packet socket's TPACKET rings).
  */
 #include <errno.h>
 #include <net/if.h>
@@ -42,19 +44,6 @@ int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
 	p->vnet_hdrs = calloc(NMB_BATCH, sizeof(*p->vnet_hdrs));
 	if (p->msgs == NULL || p->iovs == NULL || p->vnet_hdrs == NULL)
 		return -ENOMEM;
-	return 0;
-}
-
-/* An error that may mean the interface is gone: fatal if so, else transient. */
-int nmb_eport_classify(struct nmb_port *p, int err)
-{
-	if (p->kind == NMB_PORT_TAP) {
-		if (err == EBADFD || err == ENODEV || err == ENXIO)
-			return -err;
-		return 0;
-	}
-	if (!nmb_ifindex_exists(p->ifindex))
-		return -ENODEV;
 	return 0;
 }
 
@@ -120,57 +109,139 @@ int nmb_eport_rx_room(const struct nmb_port *p)
 	return ring->num_slots - 1 - busy >= p->frags;
 }
 
+/* Point message m at the free slots it may fill, a frame's worth from hwtail on. */
+static void rx_prepare_msg(struct nmb_port *p, uint32_t m)
+{
+	struct netmap_ring *ring = p->rx[0];
+	const struct nmb_kring *kr = &p->krx[0];
+	struct iovec *iov = &p->iovs[m * (p->frags + 1)];
+	uint32_t k = 0;
+
+	if (p->vnet) {
+		iov[k].iov_base = &p->vnet_hdrs[m];
+		iov[k++].iov_len = sizeof(p->vnet_hdrs[m]);
+	}
+	for (uint32_t f = 0; f < p->frags; f++) {
+		struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, kr->hwtail, m * p->frags + f)];
+		iov[k].iov_base = nmb_slot_buf(ring, s->buf_idx);
+		iov[k++].iov_len = ring->nr_buf_size;
+	}
+	if (k <= p->frags) {
+		/*
+		 * A TAP read cuts a frame longer than the buffers (its MTU raised
+		 * after the port opened) to their size and says nothing: a byte
+		 * more of room shows it, and the frame is dropped as oversize
+		 * instead of forwarded cut short.
+		 */
+		iov[k].iov_base = rx_overflow;
+		iov[k++].iov_len = sizeof(rx_overflow);
+	}
+	memset(&p->msgs[m].msg_hdr, 0, sizeof(p->msgs[m].msg_hdr));
+	p->msgs[m].msg_hdr.msg_iov = iov;
+	p->msgs[m].msg_hdr.msg_iovlen = k;
+	p->msgs[m].msg_len = 0;
+}
+
+/*
+ * Whether received message m, laid from slot src on, is a frame to forward:
+ * its header sound, not a super-frame, not cut, its checksum finished. *len
+ * gets its length without the header, *used its slots. Counts what it drops.
+ */
+static int rx_frame_ok(struct nmb_port *p, struct nmb_ring_stats *rxs, int m, uint32_t src,
+		       uint32_t *len, uint32_t *used)
+{
+	const struct nmb_vnet_hdr *vh = &p->vnet_hdrs[m];
+	uint32_t bs = p->rx[0]->nr_buf_size;
+
+	*len = p->msgs[m].msg_len;
+	if (p->vnet) {
+		if (*len < sizeof(*vh)) {
+			rxs->errors++;
+			return 0;
+		}
+		*len -= sizeof(*vh);
+		/* a GSO super-frame is larger than any frame the peer can send */
+		if (vh->gso_type != NMB_VNET_GSO_NONE) {
+			rxs->drop_oversize++;
+			return 0;
+		}
+	}
+	*used = (*len + bs - 1) / bs;
+	if ((p->msgs[m].msg_hdr.msg_flags & MSG_TRUNC) || *len == 0 || *used > p->frags) {
+		rxs->drop_oversize++;
+		return 0;
+	}
+	if (p->vnet && (vh->flags & NMB_VNET_F_NEEDS_CSUM)) {
+		/* a frame sent on this host with its checksum left to the NIC: finish it */
+		if (nmb_eport_complete_csum(p->rx[0], src, *len, vh->csum_start, vh->csum_offset) < 0) {
+			rxs->errors++;
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Move a frame of used slots from src to dst (buffer swaps); returns the slot after it. */
+static uint32_t rx_place_frame(struct netmap_ring *ring, uint32_t src, uint32_t dst, uint32_t len,
+			       uint32_t used)
+{
+	uint32_t bs = ring->nr_buf_size;
+
+	for (uint32_t f = 0; f < used; f++) {
+		struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, src, f)];
+		struct netmap_slot *d = &ring->slot[dst];
+		uint32_t piece = f + 1 < used ? bs : len - f * bs;
+
+		if (s != d) {
+			uint32_t idx = d->buf_idx;
+			d->buf_idx = s->buf_idx;
+			s->buf_idx = idx;
+		}
+		d->len = (uint16_t)piece;
+		d->flags = f + 1 < used ? NS_MOREFRAG : 0;
+		dst = nmb_ring_next(ring, dst);
+	}
+	return dst;
+}
+
+/* The got frames received from hwtail on, into consecutive slots; returns the new tail. */
+static uint32_t rx_place(struct nmb_port *p, struct nmb_ring_stats *rxs, int got)
+{
+	struct netmap_ring *ring = p->rx[0];
+	uint32_t hwtail = p->krx[0].hwtail, dst = hwtail;
+
+	/* a short frame leaves its spare slots behind */
+	for (int m = 0; m < got; m++) {
+		uint32_t src = ring_add(ring->num_slots, hwtail, (uint32_t)m * p->frags), len, used;
+
+		if (rx_frame_ok(p, rxs, m, src, &len, &used))
+			dst = rx_place_frame(ring, src, dst, len, used);
+	}
+	return dst;
+}
+
 int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 {
 	struct netmap_ring *ring = p->rx[0];
 	struct nmb_kring *kr = &p->krx[0];
-	uint32_t n = ring->num_slots, bs = ring->nr_buf_size;
-	uint32_t head = ring->head, room, nmsg, dst;
+	uint32_t head = ring->head, nmsg;
 	int got;
 
-	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
-		return nmb_packet_rxsync(p, rxs);
-	if (head >= n)
+	if (p->ops->rxsync)
+		return p->ops->rxsync(p, rxs);
+	if (head >= ring->num_slots)
 		return -EINVAL;
 	rxs->syncs++;
 	kr->hwcur = head; /* the slots before head are released */
-	room = n - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail);
-	nmsg = room / p->frags;
+	nmsg = (ring->num_slots - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail)) / p->frags;
 	if (nmsg > NMB_BATCH)
 		nmsg = NMB_BATCH;
 	p->rx_more = 1; /* until a read says otherwise */
 	if (nmsg == 0)
 		return 0;
-	for (uint32_t m = 0; m < nmsg; m++) {
-		struct iovec *iov = &p->iovs[m * (p->frags + 1)];
-		uint32_t k = 0;
-
-		if (p->vnet) {
-			iov[k].iov_base = &p->vnet_hdrs[m];
-			iov[k++].iov_len = sizeof(p->vnet_hdrs[m]);
-		}
-		for (uint32_t f = 0; f < p->frags; f++) {
-			struct netmap_slot *s = &ring->slot[ring_add(n, kr->hwtail, m * p->frags + f)];
-			iov[k].iov_base = nmb_slot_buf(ring, s->buf_idx);
-			iov[k++].iov_len = bs;
-		}
-		if (k <= p->frags) {
-			/*
-			 * A TAP read cuts a frame longer than the buffers (its MTU raised
-			 * after the port opened) to their size and says nothing: a byte
-			 * more of room shows it, and the frame is dropped as oversize
-			 * instead of forwarded cut short.
-			 */
-			iov[k].iov_base = rx_overflow;
-			iov[k++].iov_len = sizeof(rx_overflow);
-		}
-		memset(&p->msgs[m].msg_hdr, 0, sizeof(p->msgs[m].msg_hdr));
-		p->msgs[m].msg_hdr.msg_iov = iov;
-		p->msgs[m].msg_hdr.msg_iovlen = k;
-		p->msgs[m].msg_len = 0;
-	}
-	got = p->kind == NMB_PORT_TAP ? nmb_tap_recv(p, p->msgs, nmsg)
-				      : nmb_packet_recv(p, p->msgs, nmsg);
+	for (uint32_t m = 0; m < nmsg; m++)
+		rx_prepare_msg(p, m);
+	got = p->ops->recv(p, p->msgs, nmsg);
 	p->rx_more = got == (int)nmsg; /* a full batch: there may be more */
 	if (got < 0) {
 		int e = -got;
@@ -178,56 +249,10 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
 			return 0;
 		rxs->errors++;
-		return nmb_eport_classify(p, e);
+		return p->ops->classify(p, e);
 	}
-	/* place the frames in consecutive slots: a short frame leaves its spare slots behind */
-	dst = kr->hwtail;
-	for (int m = 0; m < got; m++) {
-		uint32_t len = p->msgs[m].msg_len, src = ring_add(n, kr->hwtail, (uint32_t)m * p->frags);
-		uint32_t used;
-		const struct nmb_vnet_hdr *vh = &p->vnet_hdrs[m];
-
-		if (p->vnet) {
-			if (len < sizeof(*vh)) {
-				rxs->errors++;
-				continue;
-			}
-			len -= sizeof(*vh);
-			/* a GSO super-frame is larger than any frame the peer can send */
-			if (vh->gso_type != NMB_VNET_GSO_NONE) {
-				rxs->drop_oversize++;
-				continue;
-			}
-		}
-		used = (len + bs - 1) / bs;
-		if ((p->msgs[m].msg_hdr.msg_flags & MSG_TRUNC) || len == 0 || used > p->frags) {
-			rxs->drop_oversize++;
-			continue;
-		}
-		if (p->vnet && (vh->flags & NMB_VNET_F_NEEDS_CSUM)) {
-			/* a frame sent on this host with its checksum left to the NIC: finish it */
-			if (nmb_eport_complete_csum(ring, src, len, vh->csum_start, vh->csum_offset) < 0) {
-				rxs->errors++;
-				continue;
-			}
-		}
-		for (uint32_t f = 0; f < used; f++) {
-			struct netmap_slot *s = &ring->slot[ring_add(n, src, f)];
-			struct netmap_slot *d = &ring->slot[dst];
-			uint32_t piece = f + 1 < used ? bs : len - f * bs;
-
-			if (s != d) {
-				uint32_t idx = d->buf_idx;
-				d->buf_idx = s->buf_idx;
-				s->buf_idx = idx;
-			}
-			d->len = (uint16_t)piece;
-			d->flags = f + 1 < used ? NS_MOREFRAG : 0;
-			dst = nmb_ring_next(ring, dst);
-		}
-	}
-	kr->hwtail = dst;
-	ring->tail = dst;
+	kr->hwtail = rx_place(p, rxs, got);
+	ring->tail = kr->hwtail;
 	return got;
 }
 
@@ -235,7 +260,7 @@ int nmb_eport_tx_pending(const struct nmb_port *p)
 {
 	if (p->ktx[0].hwcur != p->tx[0]->head)
 		return 1;
-	return p->kind == NMB_PORT_PACKET && p->pk != NULL && nmb_packet_tx_busy(p);
+	return p->ops->tx_busy != NULL && p->ops->tx_busy(p);
 }
 
 /*
@@ -257,8 +282,8 @@ uint32_t nmb_eport_tx_discard(struct nmb_port *p, struct nmb_ring_stats *txs)
 	}
 	n += open;
 	kr->hwcur = ring->head;
-	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
-		n += nmb_packet_tx_discard(p);
+	if (p->ops->tx_discard)
+		n += p->ops->tx_discard(p);
 	txs->drop_tx += n;
 	return n;
 }
@@ -275,14 +300,149 @@ uint32_t nmb_eport_rx_discard(struct nmb_port *p, struct nmb_ring_stats *rxs, in
 {
 	uint32_t n = 0;
 
-	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
-		n = nmb_packet_rx_discard(p);
+	if (p->ops->rx_discard)
+		n = p->ops->rx_discard(p);
 	else if (may_enter)
 		/* a frame longer than the buffer is cut to it and still taken off whole */
 		while (n < NMB_STOP_DRAIN_MAX && read(p->fd, rx_overflow, sizeof(rx_overflow)) >= 0)
 			n++;
 	rxs->drop_rx += n;
 	return n;
+}
+
+int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs)
+{
+	if (p->ops == NULL || p->ops->collect_drops == NULL)
+		return 0;
+	return p->ops->collect_drops(p, rxs);
+}
+
+int nmb_eport_recover(struct nmb_port *p)
+{
+	/* reading SO_ERROR clears it; ENETDOWN is a link going down, not a failure */
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	if (p->txfd >= 0)
+		getsockopt(p->txfd, SOL_SOCKET, SO_ERROR, &err, &len);
+	return p->ops->classify(p, err);
+}
+
+void nmb_eport_close(struct nmb_port *p)
+{
+	if (p->ops->close)
+		p->ops->close(p);
+}
+
+enum tx_chain { TX_CHAIN_OPEN, TX_CHAIN_BAD, TX_CHAIN_OK };
+
+/*
+ * The chain that starts at slot i of the TX ring, as far as head: its slots
+ * into iov (a frame it cannot send is TX_CHAIN_BAD), TX_CHAIN_OPEN while its
+ * last slot is not there yet. *end gets the slot after it, *cnt its slots and
+ * *total its bytes.
+ */
+static enum tx_chain tx_chain_at(const struct nmb_port *p, uint32_t i, uint32_t head,
+				 struct iovec *iov, uint32_t *end, uint32_t *cnt, uint32_t *total)
+{
+	const struct netmap_ring *ring = p->tx[0];
+	int bad = 0;
+
+	*cnt = *total = 0;
+	*end = i;
+	while (i != head) {
+		const struct netmap_slot *s = &ring->slot[i];
+		/* longer than the port sends, or a slot we cannot trust */
+		if (*cnt >= p->frags || s->buf_idx >= p->region->num_bufs ||
+		    s->len > ring->nr_buf_size)
+			bad = 1;
+		else {
+			iov[*cnt].iov_base = nmb_slot_buf(ring, s->buf_idx);
+			iov[*cnt].iov_len = s->len;
+		}
+		*total += s->len;
+		(*cnt)++;
+		i = nmb_ring_next(ring, i);
+		*end = i;
+		if (!(s->flags & NS_MOREFRAG))
+			return bad ? TX_CHAIN_BAD : TX_CHAIN_OK;
+		if (*cnt > NETMAP_MAX_FRAGS)
+			/* a chain that never ends: what there is goes, as the engine does */
+			return TX_CHAIN_BAD;
+	}
+	return TX_CHAIN_OPEN;
+}
+
+/*
+ * One message per complete chain in [hwcur, head), NMB_BATCH at the most;
+ * slots_of[m] gets the slots of message m. Returns the messages.
+ */
+static uint32_t tx_gather(struct nmb_port *p, struct nmb_ring_stats *txs, uint32_t head,
+			  uint32_t *slots_of)
+{
+	struct nmb_kring *kr = &p->ktx[0];
+	uint32_t nmsg = 0, cur = kr->hwcur, iovi = 0, skip = p->vnet ? 1 : 0;
+
+	while (nmsg < NMB_BATCH && cur != head) {
+		struct iovec *iov = &p->iovs[iovi];
+		uint32_t end, cnt, total;
+		enum tx_chain c = tx_chain_at(p, cur, head, iov + skip, &end, &cnt, &total);
+
+		if (c == TX_CHAIN_OPEN)
+			break; /* the rest of the chain is not there yet */
+		if (c == TX_CHAIN_BAD || total > p->max_frame) {
+			/*
+			 * Dropped whole, every slot of it, and counted once: a frame
+			 * over the interface's MTU (a TAP would take it), or one it
+			 * cannot send. Gathered frames go first; it is counted when
+			 * it comes first.
+			 */
+			if (nmsg > 0)
+				break;
+			txs->drop_tx++;
+			kr->hwcur = end;
+			cur = end;
+			continue;
+		}
+		if (skip) {
+			/* no offload asked; hdr_len = the whole frame: the kernel copies it once */
+			struct nmb_vnet_hdr *vh = &p->vnet_hdrs[nmsg];
+			memset(vh, 0, sizeof(*vh));
+			vh->hdr_len = (uint16_t)(total < 65535 ? total : 65535);
+			iov[0].iov_base = vh;
+			iov[0].iov_len = sizeof(*vh);
+		}
+		memset(&p->msgs[nmsg].msg_hdr, 0, sizeof(p->msgs[nmsg].msg_hdr));
+		p->msgs[nmsg].msg_hdr.msg_iov = iov;
+		p->msgs[nmsg].msg_hdr.msg_iovlen = cnt + skip;
+		slots_of[nmsg] = cnt;
+		iovi += cnt + skip;
+		nmsg++;
+		cur = end;
+	}
+	return nmsg;
+}
+
+/*
+ * Send the nmsg gathered messages. Returns how many are done with (sent, or
+ * the first one counted as dropped), 0 to wait for POLLOUT, or -errno: the
+ * port failed.
+ */
+static int tx_send(struct nmb_port *p, struct nmb_ring_stats *txs, uint32_t nmsg)
+{
+	int sent = p->ops->send(p, p->msgs, nmsg), rc;
+
+	if (sent >= 0)
+		return sent;
+	if (sent == -EAGAIN || sent == -EWOULDBLOCK || sent == -EINTR)
+		return 0; /* wait for POLLOUT */
+	rc = p->ops->classify(p, -sent);
+	if (rc < 0)
+		return rc;
+	/* this frame cannot be sent (link down, too big, no buffer): count it */
+	txs->drop_tx++;
+	return 1;
 }
 
 int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
@@ -292,95 +452,24 @@ int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 	uint32_t n = ring->num_slots, head = ring->head;
 	int rc = 0;
 
-	if (p->kind == NMB_PORT_PACKET && p->pk != NULL)
-		return nmb_packet_txsync(p, txs);
+	if (p->ops->txsync)
+		return p->ops->txsync(p, txs);
 	if (head >= n)
 		return -EINVAL;
 	txs->syncs++;
 	while (kr->hwcur != head) {
-		uint32_t nmsg = 0, cur = kr->hwcur, iovi = 0;
-		uint32_t slots_of[NMB_BATCH];
+		uint32_t slots_of[NMB_BATCH], nmsg = tx_gather(p, txs, head, slots_of);
+		int done;
 
-		/* one message per complete chain in [hwcur, head) */
-		while (nmsg < NMB_BATCH && cur != head) {
-			uint32_t i = cur, cnt = 0, complete = 0, bad = 0, total = 0;
-			uint32_t skip = p->vnet ? 1 : 0;
-			struct iovec *iov = &p->iovs[iovi];
-
-			while (i != head) {
-				struct netmap_slot *s = &ring->slot[i];
-				/* longer than the port sends, or a slot we cannot trust */
-				if (cnt >= p->frags || s->buf_idx >= p->region->num_bufs ||
-				    s->len > ring->nr_buf_size)
-					bad = 1;
-				else {
-					iov[skip + cnt].iov_base = nmb_slot_buf(ring, s->buf_idx);
-					iov[skip + cnt].iov_len = s->len;
-				}
-				total += s->len;
-				cnt++;
-				i = nmb_ring_next(ring, i);
-				if (!(s->flags & NS_MOREFRAG)) {
-					complete = 1;
-					break;
-				}
-				if (cnt > NETMAP_MAX_FRAGS) {
-					/* a chain that never ends: what there is goes, as the engine does */
-					bad = complete = 1;
-					break;
-				}
-			}
-			if (!complete)
-				break; /* the rest of the chain is not there yet */
-			if (bad || total > p->max_frame) {
-				/*
-				 * Dropped whole, every slot of it, and counted once: a frame
-				 * over the interface's MTU (a TAP would take it), or one it
-				 * cannot send. Gathered frames go first; it is counted when
-				 * it comes first.
-				 */
-				if (nmsg > 0)
-					break;
-				txs->drop_tx++;
-				kr->hwcur = i;
-				cur = i;
-				continue;
-			}
-			if (skip) {
-				/* no offload asked; hdr_len = the whole frame: the kernel copies it once */
-				struct nmb_vnet_hdr *vh = &p->vnet_hdrs[nmsg];
-				memset(vh, 0, sizeof(*vh));
-				vh->hdr_len = (uint16_t)(total < 65535 ? total : 65535);
-				iov[0].iov_base = vh;
-				iov[0].iov_len = sizeof(*vh);
-			}
-			memset(&p->msgs[nmsg].msg_hdr, 0, sizeof(p->msgs[nmsg].msg_hdr));
-			p->msgs[nmsg].msg_hdr.msg_iov = iov;
-			p->msgs[nmsg].msg_hdr.msg_iovlen = cnt + skip;
-			slots_of[nmsg] = cnt;
-			iovi += cnt + skip;
-			nmsg++;
-			cur = i;
-		}
 		if (nmsg == 0)
 			break;
-		int sent = p->kind == NMB_PORT_TAP ? nmb_tap_send(p, p->msgs, nmsg)
-						   : nmb_packet_send(p, p->msgs, nmsg);
-		if (sent < 0) {
-			int e = -sent;
-			if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
-				break; /* wait for POLLOUT */
-			rc = nmb_eport_classify(p, e);
-			if (rc < 0)
-				break;
-			/* this frame cannot be sent (link down, too big, no buffer): count it */
-			txs->drop_tx++;
-			sent = 1;
+		done = tx_send(p, txs, nmsg);
+		if (done <= 0) {
+			rc = done;
+			break;
 		}
-		for (int m = 0; m < sent; m++)
+		for (int m = 0; m < done; m++)
 			kr->hwcur = ring_add(n, kr->hwcur, slots_of[m]);
-		if ((uint32_t)sent < nmsg && sent > 0 && rc == 0)
-			continue;
 	}
 	/* everything before hwcur is done: hand it back, keeping one slot as the kernel does */
 	ring->tail = kr->hwcur == 0 ? n - 1 : kr->hwcur - 1;

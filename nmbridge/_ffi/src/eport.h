@@ -1,27 +1,47 @@
-/* What the emulated ports share, and what each kind provides. */
+/*
+ * The emulated ports: what each kind provides (its ops, set when it opens),
+ * and the helpers a kind may use. eport.c is the shared machinery and calls a
+ * kind only through its ops; a kind file never calls back into eport.c's
+ * dispatch, only into the helpers below.
+ */
 #ifndef NMB_EPORT_H
 #define NMB_EPORT_H
 
 #include "port.h"
 
+struct nmb_eport_ops {
+	/*
+	 * What the shared rxsync and txsync read and write the socket with:
+	 * recv takes up to n frames into msgs (msg_len, msg_flags set), >= 0
+	 * frames or -errno; send sends up to n frames, > 0 sent or -errno for
+	 * the first one.
+	 */
+	int (*recv)(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
+	int (*send)(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
+	/* an error that may mean the interface is gone: -errno if so (fatal), else 0 */
+	int (*classify)(struct nmb_port *p, int err);
+	void (*close)(struct nmb_port *p); /* what the kind holds beyond fd and txfd; may be NULL */
+
+	/*
+	 * A kind with a kernel side of its own (a packet socket's TPACKET rings)
+	 * overrides the shared one (and needs no recv or send); NULL entries take
+	 * the shared path: rxsync and txsync through recv and send, no socket
+	 * frames of its own to wait on (tx_busy) or to discard at the stop
+	 * (tx_discard, rx_discard: then what the socket holds is read off it),
+	 * no drop counters (collect_drops).
+	 */
+	int (*rxsync)(struct nmb_port *p, struct nmb_ring_stats *rxs);
+	int (*txsync)(struct nmb_port *p, struct nmb_ring_stats *txs);
+	int (*tx_busy)(const struct nmb_port *p);
+	uint32_t (*tx_discard)(struct nmb_port *p); /* returns the frames discarded */
+	uint32_t (*rx_discard)(struct nmb_port *p);
+	int (*collect_drops)(struct nmb_port *p, struct nmb_ring_stats *rxs); /* 0 or -errno */
+};
+
+/* helpers for the kinds */
 int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame);
 int nmb_ifname_index(const char *name); /* 0 if there is no such interface */
-
-/* packet ports: their own kernel side over TPACKET rings */
-int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs);
-int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs);
-int nmb_packet_tx_busy(const struct nmb_port *p);
-uint32_t nmb_packet_tx_discard(struct nmb_port *p);
-uint32_t nmb_packet_rx_discard(struct nmb_port *p);
-int nmb_eport_classify(struct nmb_port *p, int err);
 int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len,
 			    uint32_t start, uint32_t offset);
-
-/* receive up to n frames into msgs (msg_len, msg_flags set); >= 0 frames, or -errno */
-int nmb_packet_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
-int nmb_tap_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
-/* send up to n frames; > 0 frames sent, or -errno for the first one */
-int nmb_packet_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
-int nmb_tap_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n);
 
 #endif

@@ -145,7 +145,7 @@ static int setup_tx_ring(struct nmb_port *p, struct nmb_packet_rings *pk, int if
 	return bind_to(fd, ifindex, 0);
 }
 
-void nmb_packet_close(struct nmb_port *p)
+static void packet_close(struct nmb_port *p)
 {
 	struct nmb_packet_rings *pk = p->pk;
 
@@ -169,7 +169,7 @@ static int open_rings(struct nmb_port *p, int ifindex, uint32_t max_frame)
 	pk->max_frame = max_frame;
 	p->pk = pk;
 	if ((rc = setup_rx_ring(p, pk)) < 0 || (rc = setup_tx_ring(p, pk, ifindex)) < 0) {
-		nmb_packet_close(p);
+		packet_close(p);
 		if (p->txfd >= 0) {
 			close(p->txfd);
 			p->txfd = -1;
@@ -179,69 +179,33 @@ static int open_rings(struct nmb_port *p, int ifindex, uint32_t max_frame)
 	return 0;
 }
 
-int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize)
-{
-	int fd, rc, use_rings = rx_frame_room() + max_frame <= 2048 * 8;
-
-	/* protocol 0: nothing is queued before the socket is bound to its interface */
-	fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	p->kind = NMB_PORT_PACKET;
-	p->fd = fd;
-	p->ifindex = ifindex;
-	/* our own transmissions, and what the host sends out, are not wire input */
-	if ((rc = set_int(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)) < 0)
-		return rc;
-	/* a virtio_net_hdr before each frame: partial checksums can be finished,
-	 * GSO frames told apart, and each sent frame is copied only once */
-	if (set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1) == 0)
-		p->vnet = 1;
-	if (bufsize > 0) {
-		if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufsize) < 0 &&
-		    (rc = set_int(fd, SOL_SOCKET, SO_RCVBUF, bufsize)) < 0)
-			return rc;
-		if (set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, bufsize) < 0 &&
-		    (rc = set_int(fd, SOL_SOCKET, SO_SNDBUF, bufsize)) < 0)
-			return rc;
-	}
-	if (use_rings && p->vnet && open_rings(p, ifindex, max_frame) < 0)
-		p->pk = NULL; /* the batched syscalls serve instead */
-	if ((rc = bind_to(fd, ifindex, htons(ETH_P_ALL))) < 0)
-		return rc;
-	rc = nmb_eport_alloc_batch(p, max_frame);
-	if (rc < 0)
-		return rc;
-	{
-		/* start counting drops from now */
-		struct tpacket_stats st;
-		socklen_t len = sizeof(st);
-		getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len);
-	}
-	return 0;
-}
-
-int nmb_packet_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
+static int packet_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 {
 	int got = recvmmsg(p->fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
 
 	return got < 0 ? -errno : got;
 }
 
-int nmb_packet_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
+static int packet_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 {
 	int sent = sendmmsg(p->fd, msgs, n, MSG_DONTWAIT);
 
 	return sent < 0 ? -errno : sent;
 }
 
-int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs)
+/* An error that may mean the interface is gone: fatal if so, else transient. */
+static int packet_classify(struct nmb_port *p, int err)
+{
+	if (!nmb_ifindex_exists(p->ifindex))
+		return -ENODEV;
+	return 0;
+}
+
+static int packet_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs)
 {
 	struct tpacket_stats st;
 	socklen_t len = sizeof(st);
 
-	if (p->kind != NMB_PORT_PACKET)
-		return 0;
 	memset(&st, 0, sizeof(st));
 	/* the kernel resets these counters on each read */
 	if (getsockopt(p->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0)
@@ -278,7 +242,7 @@ static void rx_advance(struct nmb_packet_rings *pk)
 
 /* At the stop: the frames the socket's RX ring still holds, handed back; returns how
  * many. One lap at the most: what the kernel writes behind us is its own. */
-uint32_t nmb_packet_rx_discard(struct nmb_port *p)
+static uint32_t packet_rx_discard(struct nmb_port *p)
 {
 	struct nmb_packet_rings *pk = p->pk;
 	uint32_t n = 0;
@@ -320,7 +284,7 @@ static uint32_t put_frame(struct netmap_ring *ring, uint32_t dst, const uint8_t 
 	return dst;
 }
 
-int nmb_packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
+static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 {
 	struct nmb_packet_rings *pk = p->pk;
 	struct netmap_ring *ring = p->rx[0];
@@ -399,7 +363,7 @@ static uint32_t tx_frames(const struct nmb_packet_rings *pk)
  * freed, which on veth happens only once the peer has received it; waiting
  * on it would turn every pass into a send() with nothing to send.
  */
-int nmb_packet_tx_busy(const struct nmb_port *p)
+static int packet_tx_busy(const struct nmb_port *p)
 {
 	return p->pk->tx_unsent != 0;
 }
@@ -407,7 +371,7 @@ int nmb_packet_tx_busy(const struct nmb_port *p)
 /* At the stop: the frames handed to the socket's TX ring that no send() took (the
  * link went down first) go with the socket; returns how many. Those send() took
  * are on their way, as a NIC's frames are once it has them. */
-uint32_t nmb_packet_tx_discard(struct nmb_port *p)
+static uint32_t packet_tx_discard(struct nmb_port *p)
 {
 	struct nmb_packet_rings *pk = p->pk;
 	uint32_t nframes = tx_frames(pk), n = 0;
@@ -433,7 +397,7 @@ static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 	if (pk->tx_unsent > 0 && send(p->txfd, NULL, 0, MSG_DONTWAIT) < 0) {
 		int e = errno;
 		if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ENOBUFS) {
-			int rc = nmb_eport_classify(p, e);
+			int rc = packet_classify(p, e);
 			if (rc < 0)
 				return rc;
 		}
@@ -466,7 +430,7 @@ static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 	return 0;
 }
 
-int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
+static int packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 {
 	struct nmb_packet_rings *pk = p->pk;
 	struct netmap_ring *ring = p->tx[0];
@@ -537,4 +501,70 @@ int nmb_packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 	/* everything before hwcur is in the socket ring: hand the slots back */
 	ring->tail = kr->hwcur == 0 ? n - 1 : kr->hwcur - 1;
 	return rc;
+}
+
+/* ---------------------------------------------------------------- the port */
+
+/* recvmmsg/sendmmsg into the netmap buffers, the shared kernel side */
+static const struct nmb_eport_ops packet_ops = {
+	.recv = packet_recv,
+	.send = packet_send,
+	.classify = packet_classify,
+	.close = packet_close,
+	.collect_drops = packet_collect_drops,
+};
+
+/* the TPACKET rings: a kernel side of its own, which needs no recv or send */
+static const struct nmb_eport_ops packet_ring_ops = {
+	.classify = packet_classify,
+	.close = packet_close,
+	.rxsync = packet_rxsync,
+	.txsync = packet_txsync,
+	.tx_busy = packet_tx_busy,
+	.tx_discard = packet_tx_discard,
+	.rx_discard = packet_rx_discard,
+	.collect_drops = packet_collect_drops,
+};
+
+int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize)
+{
+	int fd, rc, use_rings = rx_frame_room() + max_frame <= 2048 * 8;
+
+	/* protocol 0: nothing is queued before the socket is bound to its interface */
+	fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	p->kind = NMB_PORT_PACKET;
+	p->ops = &packet_ops;
+	p->fd = fd;
+	p->ifindex = ifindex;
+	/* our own transmissions, and what the host sends out, are not wire input */
+	if ((rc = set_int(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)) < 0)
+		return rc;
+	/* a virtio_net_hdr before each frame: partial checksums can be finished,
+	 * GSO frames told apart, and each sent frame is copied only once */
+	if (set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1) == 0)
+		p->vnet = 1;
+	if (bufsize > 0) {
+		if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufsize) < 0 &&
+		    (rc = set_int(fd, SOL_SOCKET, SO_RCVBUF, bufsize)) < 0)
+			return rc;
+		if (set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, bufsize) < 0 &&
+		    (rc = set_int(fd, SOL_SOCKET, SO_SNDBUF, bufsize)) < 0)
+			return rc;
+	}
+	if (use_rings && p->vnet && open_rings(p, ifindex, max_frame) == 0)
+		p->ops = &packet_ring_ops; /* else the batched syscalls serve */
+	if ((rc = bind_to(fd, ifindex, htons(ETH_P_ALL))) < 0)
+		return rc;
+	rc = nmb_eport_alloc_batch(p, max_frame);
+	if (rc < 0)
+		return rc;
+	{
+		/* start counting drops from now */
+		struct tpacket_stats st;
+		socklen_t len = sizeof(st);
+		getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len);
+	}
+	return 0;
 }

@@ -31,31 +31,7 @@ static int set_up(const char *name)
 	return rc;
 }
 
-int nmb_tap_open(struct nmb_port *p, const char *name, uint32_t max_frame, int bring_up)
-{
-	struct ifreq ifr;
-	int fd, rc;
-
-	fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	p->kind = NMB_PORT_TAP;
-	p->fd = fd;
-	memset(&ifr, 0, sizeof(ifr));
-	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-		return -errno;
-	p->ifindex = nmb_ifname_index(ifr.ifr_name); /* to tell "gone" from "down" */
-	if (bring_up) {
-		rc = set_up(ifr.ifr_name);
-		if (rc < 0)
-			return rc;
-	}
-	return nmb_eport_alloc_batch(p, max_frame);
-}
-
-int nmb_tap_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
+static int tap_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 {
 	unsigned got = 0;
 
@@ -75,7 +51,7 @@ int nmb_tap_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 	return (int)got;
 }
 
-int nmb_tap_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
+static int tap_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 {
 	unsigned sent = 0;
 
@@ -86,4 +62,44 @@ int nmb_tap_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 		sent++;
 	}
 	return (int)sent;
+}
+
+/* An error that may mean the device is gone: fatal if so, else transient. */
+static int tap_classify(struct nmb_port *p, int err)
+{
+	if (err == EBADFD || err == ENODEV || err == ENXIO)
+		return -err;
+	return 0;
+}
+
+/* readv/writev into the netmap buffers: the shared kernel side, nothing of its own */
+static const struct nmb_eport_ops tap_ops = {
+	.recv = tap_recv,
+	.send = tap_send,
+	.classify = tap_classify,
+};
+
+int nmb_tap_open(struct nmb_port *p, const char *name, uint32_t max_frame, int bring_up)
+{
+	struct ifreq ifr;
+	int fd, rc;
+
+	fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	p->kind = NMB_PORT_TAP;
+	p->ops = &tap_ops;
+	p->fd = fd;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+		return -errno;
+	p->ifindex = nmb_ifname_index(ifr.ifr_name); /* to tell "gone" from "down" */
+	if (bring_up) {
+		rc = set_up(ifr.ifr_name);
+		if (rc < 0)
+			return rc;
+	}
+	return nmb_eport_alloc_batch(p, max_frame);
 }

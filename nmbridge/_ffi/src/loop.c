@@ -13,7 +13,6 @@
 #include <time.h>
 
 #include "engine.h"
-#include "eport.h"
 #include "loop.h"
 
 static uint64_t now_ns(void)
@@ -219,200 +218,245 @@ static int recover(struct nmb_bridge *b, int i)
 		if (rc == -ENXIO || rc == -ENODEV)
 			return fail(b, i, -rc);
 	} else {
-		/* reading SO_ERROR clears it; ENETDOWN is a link going down, not a failure */
-		int err = 0;
-		socklen_t len = sizeof(err);
-		getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (p->txfd >= 0)
-			getsockopt(p->txfd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (p->kind == NMB_PORT_PACKET && !nmb_ifindex_exists(p->ifindex))
-			return fail(b, i, ENODEV);
-		if (p->kind == NMB_PORT_TAP && (err == EBADFD || err == ENODEV))
-			return fail(b, i, err);
+		int rc = nmb_eport_recover(p);
+
+		if (rc < 0)
+			return fail(b, i, -rc);
 	}
 	return 0;
 }
 
-int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
+/* Why the run ends before this pass (NMB_RUN_*), or -1; *t gets the time. */
+static int run_over(const struct nmb_bridge *b, uint64_t deadline, uint64_t *t)
 {
-	uint64_t deadline = now_ms() + budget_ms;
-	int rc = NMB_RUN_BUDGET, napped = 0;
+	if (__atomic_load_n(&b->stop, __ATOMIC_RELAXED))
+		return NMB_RUN_STOP;
+	if (b->count_limit && b->forwarded >= b->count_limit)
+		return NMB_RUN_LIMIT;
+	*t = now_ms();
+	if (*t >= deadline)
+		return NMB_RUN_BUDGET;
+	return -1;
+}
 
-	b->state = NMB_STATE_RUNNING;
-	for (;;) {
-		struct pollfd pfd[4];
-		int map[4], nfds = 0, waiting = 0, got = 0, up[2];
-		uint32_t moved = 0;
-		uint64_t t;
+/* Import: the emulated ports read their sockets. Returns the frames, or -errno. */
+static int import(struct nmb_bridge *b, const int *up)
+{
+	int got = 0;
 
-		if (__atomic_load_n(&b->stop, __ATOMIC_RELAXED)) {
-			rc = NMB_RUN_STOP;
-			break;
-		}
-		if (b->count_limit && b->forwarded >= b->count_limit) {
-			rc = NMB_RUN_LIMIT;
-			break;
-		}
-		t = now_ms();
-		if (t >= deadline)
-			break;
-		for (int i = 0; i < 2; i++)
-			up[i] = !link_down(b->port[i]);
-		b->state = (up[0] && up[1]) ? NMB_STATE_RUNNING : NMB_STATE_LINK_WAIT;
-
-		/* import */
-		for (int i = 0; i < 2; i++) {
-			struct nmb_port *p = b->port[i];
-			if (!is_emulated(p) || !up[i])
-				continue;
-			int r = nmb_eport_rxsync(p, &b->stats[p->stats_rx]);
-			if (r < 0)
-				return fail(b, i, -r);
-			got += r;
-		}
-		if (napped) {
-			/*
-			 * A sleep that gathered less than two frames saved no wake-up: the
-			 * traffic answers itself (a request and its response) or has ended.
-			 * Stop, and ask for a longer run of fast wake-ups before the next time.
-			 */
-			if ((uint32_t)got < NMB_COALESCE_MIN_FRAMES) {
-				b->coalesce_streak = 0;
-				if (b->coalesce_after < NMB_COALESCE_AFTER_MAX)
-					b->coalesce_after *= 2;
-			} else {
-				b->coalesce_after = NMB_COALESCE_AFTER;
-			}
-		}
-		/* forward */
-		for (int from = 0; from < 2; from++) {
-			uint32_t m = forward_dir(b, from);
-			moved += m;
-			b->forwarded += m; /* before the other direction: --count spans both */
-		}
-		/* push */
-		for (int i = 0; i < 2; i++) {
-			struct nmb_port *p = b->port[i];
-			if (!is_emulated(p) || !up[i] || !nmb_eport_tx_pending(p))
-				continue;
-			int r = nmb_eport_txsync(p, &b->stats[p->stats_tx]);
-			if (r < 0)
-				return fail(b, i, -r);
-		}
-
-		/* wait, or let the kernel ports sync without sleeping */
-		int idle = got == 0 && moved == 0;
-		/* one pass a sleep: what arrives meanwhile waits for the next one */
-		if ((idle || napped) && may_coalesce(b, up)) {
-			uint64_t us = b->coalesce_us < 1000000u ? b->coalesce_us : 999999u;
-			struct timespec ts;
-
-			if (us > (deadline - t) * 1000u)
-				us = (deadline - t) * 1000u; /* Python's turn comes first */
-			ts.tv_sec = 0;
-			ts.tv_nsec = (long)us * 1000L;
-			napped = 1;
-			if (nanosleep(&ts, NULL) < 0 && errno == EINTR) {
-				rc = NMB_RUN_SIGNAL;
-				break;
-			}
+	for (int i = 0; i < 2; i++) {
+		struct nmb_port *p = b->port[i];
+		if (!is_emulated(p) || !up[i])
 			continue;
-		}
-		napped = 0;
-		for (int i = 0; i < 2; i++) {
-			struct nmb_port *p = b->port[i], *q = b->port[1 - i];
-			short ev = 0;
+		int r = nmb_eport_rxsync(p, &b->stats[p->stats_rx]);
+		if (r < 0)
+			return fail(b, i, -r);
+		got += r;
+	}
+	return got;
+}
 
-			if (!up[i])
-				continue;
-			if (p->kind == NMB_PORT_KERNEL) {
-				/* frames of ours waiting for the peer's TX: don't ask for more
-				 * (a chain waiting for its last slots is not: POLLIN brings them) */
-				if (!nmb_rx_pending(p->rx, p->nrx))
-					ev |= POLLIN;
-				if (nmb_rx_pending(q->rx, q->nrx))
-					ev |= POLLOUT;
-				/*
-				 * A chain that needs more TX slots than are free, some being
-				 * free: poll() would answer POLLOUT at once, and on a native
-				 * NIC its txsync reclaims no finished slot while any is free
-				 * (only NIOCTXSYNC forces it): the loop would spin for ever.
-				 */
-				if ((ev & POLLOUT) && nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx)) {
-					int r = nmb_kport_txsync(p);
+/* After a coalescing sleep: was it worth it? got: the frames it gathered. */
+static void judge_nap(struct nmb_bridge *b, int got)
+{
+	/*
+	 * A sleep that gathered less than two frames saved no wake-up: the
+	 * traffic answers itself (a request and its response) or has ended.
+	 * Stop, and ask for a longer run of fast wake-ups before the next time.
+	 */
+	if ((uint32_t)got < NMB_COALESCE_MIN_FRAMES) {
+		b->coalesce_streak = 0;
+		if (b->coalesce_after < NMB_COALESCE_AFTER_MAX)
+			b->coalesce_after *= 2;
+	} else {
+		b->coalesce_after = NMB_COALESCE_AFTER;
+	}
+}
 
-					for (uint32_t k = 0; k < p->ntx; k++)
-						b->stats[p->stats_tx + k].syncs++;
-					if (r < 0 && (r = recover(b, i)) < 0)
-						return r;
-				}
-			} else {
-				if (!idle)
-					continue;
-				if (nmb_eport_rx_room(p))
-					ev |= POLLIN;
-				if (nmb_eport_tx_pending(p))
-					ev |= POLLOUT;
-			}
-			/*
-			 * A kernel port is polled even when it wants no event: poll()
-			 * txsyncs the TX rings that hold frames (netmap's txpoll, as
-			 * NR_NO_TX_POLL is not set). Without it, what the peer sent
-			 * would wait for our RX to drain, for ever if the peer's TX never
-			 * does (a pipe nobody reads).
-			 */
-			if (ev == 0 && p->kind != NMB_PORT_KERNEL)
-				continue;
-			if (p->txfd >= 0 && (ev & POLLOUT)) {
-				/* a port that transmits on a socket of its own */
-				pfd[nfds].fd = p->txfd;
-				pfd[nfds].events = POLLOUT;
-				pfd[nfds].revents = 0;
-				map[nfds++] = i;
-				waiting++;
-				ev &= ~POLLOUT;
-				if (ev == 0)
-					continue;
-			}
-			pfd[nfds].fd = p->fd;
-			pfd[nfds].events = ev;
-			pfd[nfds].revents = 0;
-			map[nfds++] = i;
-			waiting += ev != 0;
-		}
-		if (!waiting && idle) {
-			/* links down, or nothing to wait for: wait in user space */
-			struct timespec ts = {0, 5 * 1000000L};
-			nanosleep(&ts, NULL);
-		}
-		if (nfds == 0)
+/* Forward both ways; returns the frames moved. */
+static uint32_t forward(struct nmb_bridge *b)
+{
+	uint32_t moved = 0;
+
+	for (int from = 0; from < 2; from++) {
+		uint32_t m = forward_dir(b, from);
+		moved += m;
+		b->forwarded += m; /* before the other direction: --count spans both */
+	}
+	return moved;
+}
+
+/* Push: the emulated ports transmit what their TX rings hold. Returns 0 or -errno. */
+static int push(struct nmb_bridge *b, const int *up)
+{
+	for (int i = 0; i < 2; i++) {
+		struct nmb_port *p = b->port[i];
+		if (!is_emulated(p) || !up[i] || !nmb_eport_tx_pending(p))
 			continue;
-		int timeout = (idle && !b->busy && waiting) ? b->poll_timeout_ms : 0;
-		if (timeout > 0 && (uint64_t)timeout > deadline - t)
-			timeout = (int)(deadline - t);
-		int n = poll(pfd, (nfds_t)nfds, timeout);
-		if (n < 0) {
-			if (errno == EINTR) {
-				rc = NMB_RUN_SIGNAL;
-				break;
-			}
-			return fail(b, map[0], errno);
+		int r = nmb_eport_txsync(p, &b->stats[p->stats_tx]);
+		if (r < 0)
+			return fail(b, i, -r);
+	}
+	return 0;
+}
+
+/* The coalescing sleep, in user space, within left_ms. Returns -1 if a signal ended it. */
+static int nap(const struct nmb_bridge *b, uint64_t left_ms)
+{
+	uint64_t us = b->coalesce_us < 1000000u ? b->coalesce_us : 999999u;
+	struct timespec ts;
+
+	if (us > left_ms * 1000u)
+		us = left_ms * 1000u; /* Python's turn comes first */
+	ts.tv_sec = 0;
+	ts.tv_nsec = (long)us * 1000L;
+	if (nanosleep(&ts, NULL) < 0 && errno == EINTR)
+		return -1;
+	return 0;
+}
+
+/* The file descriptors a wait polls, each with its port. */
+struct poll_set {
+	struct pollfd pfd[4];
+	int port[4];
+	int nfds;
+	int waiting; /* how many ask for an event */
+};
+
+static void poll_add(struct poll_set *ps, int fd, short ev, int port)
+{
+	ps->pfd[ps->nfds].fd = fd;
+	ps->pfd[ps->nfds].events = ev;
+	ps->pfd[ps->nfds].revents = 0;
+	ps->port[ps->nfds++] = port;
+	ps->waiting += ev != 0;
+}
+
+/* The events kernel port i waits for (its peer is q). Returns 0 or -errno. */
+static int kernel_events(struct nmb_bridge *b, int i, short *ev)
+{
+	struct nmb_port *p = b->port[i], *q = b->port[1 - i];
+
+	/* frames of ours waiting for the peer's TX: don't ask for more
+	 * (a chain waiting for its last slots is not: POLLIN brings them) */
+	if (!nmb_rx_pending(p->rx, p->nrx))
+		*ev |= POLLIN;
+	if (nmb_rx_pending(q->rx, q->nrx))
+		*ev |= POLLOUT;
+	/*
+	 * A chain that needs more TX slots than are free, some being
+	 * free: poll() would answer POLLOUT at once, and on a native
+	 * NIC its txsync reclaims no finished slot while any is free
+	 * (only NIOCTXSYNC forces it): the loop would spin for ever.
+	 */
+	if ((*ev & POLLOUT) && nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx)) {
+		int r = nmb_kport_txsync(p);
+
+		for (uint32_t k = 0; k < p->ntx; k++)
+			b->stats[p->stats_tx + k].syncs++;
+		if (r < 0 && (r = recover(b, i)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* What to poll for: nothing on a port whose link is down. Returns 0 or -errno. */
+static int build_poll_set(struct nmb_bridge *b, const int *up, int idle, struct poll_set *ps)
+{
+	for (int i = 0; i < 2; i++) {
+		struct nmb_port *p = b->port[i];
+		short ev = 0;
+
+		if (!up[i])
+			continue;
+		if (p->kind == NMB_PORT_KERNEL) {
+			int r = kernel_events(b, i, &ev);
+
+			if (r < 0)
+				return r;
+		} else {
+			if (!idle)
+				continue;
+			if (nmb_eport_rx_room(p))
+				ev |= POLLIN;
+			if (nmb_eport_tx_pending(p))
+				ev |= POLLOUT;
 		}
-		if (n > 0 && timeout > 0)
-			note_wake(b);
-		for (int k = 0; k < nfds; k++) {
-			struct nmb_port *p = b->port[map[k]];
-			if (p->kind == NMB_PORT_KERNEL)
-				count_syncs(b, p);
-			if (pfd[k].revents & (POLLERR | POLLNVAL)) {
-				int r = recover(b, map[k]);
-				if (r < 0)
-					return r;
-			} else {
-				p->pollerr_run = 0;
-			}
+		/*
+		 * A kernel port is polled even when it wants no event: poll()
+		 * txsyncs the TX rings that hold frames (netmap's txpoll, as
+		 * NR_NO_TX_POLL is not set). Without it, what the peer sent
+		 * would wait for our RX to drain, for ever if the peer's TX never
+		 * does (a pipe nobody reads).
+		 */
+		if (ev == 0 && p->kind != NMB_PORT_KERNEL)
+			continue;
+		if (p->txfd >= 0 && (ev & POLLOUT)) {
+			/* a port that transmits on a socket of its own */
+			poll_add(ps, p->txfd, POLLOUT, i);
+			ev &= ~POLLOUT;
+			if (ev == 0)
+				continue;
+		}
+		poll_add(ps, p->fd, ev, i);
+	}
+	return 0;
+}
+
+/* What poll() answered: kernel ports synced, errors recovered from. Returns 0 or -errno. */
+static int handle_revents(struct nmb_bridge *b, const struct poll_set *ps)
+{
+	for (int k = 0; k < ps->nfds; k++) {
+		struct nmb_port *p = b->port[ps->port[k]];
+		if (p->kind == NMB_PORT_KERNEL)
+			count_syncs(b, p);
+		if (ps->pfd[k].revents & (POLLERR | POLLNVAL)) {
+			int r = recover(b, ps->port[k]);
+			if (r < 0)
+				return r;
+		} else {
+			p->pollerr_run = 0;
 		}
 	}
+	return 0;
+}
+
+/*
+ * Wait, or let the kernel ports sync without sleeping: poll() with a timeout
+ * only when the pass moved nothing, within left_ms. Returns 0, NMB_RUN_SIGNAL,
+ * or -errno.
+ */
+static int wait_events(struct nmb_bridge *b, const int *up, int idle, uint64_t left_ms)
+{
+	struct poll_set ps = {.nfds = 0, .waiting = 0};
+	int r = build_poll_set(b, up, idle, &ps), timeout, n;
+
+	if (r < 0)
+		return r;
+	if (!ps.waiting && idle) {
+		/* links down, or nothing to wait for: wait in user space */
+		struct timespec ts = {0, 5 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	if (ps.nfds == 0)
+		return 0;
+	timeout = (idle && !b->busy && ps.waiting) ? b->poll_timeout_ms : 0;
+	if (timeout > 0 && (uint64_t)timeout > left_ms)
+		timeout = (int)left_ms;
+	n = poll(ps.pfd, (nfds_t)ps.nfds, timeout);
+	if (n < 0) {
+		if (errno == EINTR)
+			return NMB_RUN_SIGNAL;
+		return fail(b, ps.port[0], errno);
+	}
+	if (n > 0 && timeout > 0)
+		note_wake(b);
+	return handle_revents(b, &ps);
+}
+
+/* The run ends with rc: what a port whose link is down hid, and the counters. */
+static int end_run(struct nmb_bridge *b, int rc)
+{
 	for (int i = 0; i < 2; i++) {
 		struct nmb_port *p = b->port[i];
 		/* a port whose link is down is not entered, so it cannot fail by itself:
@@ -423,6 +467,52 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 	}
 	nmb_bridge_publish(b);
 	return rc;
+}
+
+/*
+ * One pass: import, forward, push; then, when nothing moved, sleep: in user
+ * space while coalescing, else in poll(). A port that fails ends the run at
+ * once (-errno); NMB_RUN_* otherwise.
+ */
+int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
+{
+	uint64_t deadline = now_ms() + budget_ms, t = 0;
+	int rc, napped = 0;
+
+	b->state = NMB_STATE_RUNNING;
+	while ((rc = run_over(b, deadline, &t)) < 0) {
+		int up[2], got, idle, r;
+		uint32_t moved;
+
+		for (int i = 0; i < 2; i++)
+			up[i] = !link_down(b->port[i]);
+		b->state = (up[0] && up[1]) ? NMB_STATE_RUNNING : NMB_STATE_LINK_WAIT;
+		if ((got = import(b, up)) < 0)
+			return got;
+		if (napped)
+			judge_nap(b, got);
+		moved = forward(b);
+		if ((r = push(b, up)) < 0)
+			return r;
+		idle = got == 0 && moved == 0;
+		/* one pass a sleep: what arrives meanwhile waits for the next one */
+		napped = (idle || napped) && may_coalesce(b, up);
+		if (napped) {
+			if (nap(b, deadline - t) < 0) {
+				rc = NMB_RUN_SIGNAL;
+				break;
+			}
+			continue;
+		}
+		r = wait_events(b, up, idle, deadline - t);
+		if (r < 0)
+			return r;
+		if (r == NMB_RUN_SIGNAL) {
+			rc = r;
+			break;
+		}
+	}
+	return end_run(b, rc);
 }
 
 /*

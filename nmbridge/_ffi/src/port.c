@@ -17,8 +17,8 @@ void nmb_port_free(struct nmb_port *p)
 {
 	if (p == NULL)
 		return;
-	if (p->kind == NMB_PORT_PACKET)
-		nmb_packet_close(p);
+	if (p->ops != NULL)
+		nmb_eport_close(p);
 	if (p->fd >= 0)
 		close(p->fd);
 	if (p->txfd >= 0)

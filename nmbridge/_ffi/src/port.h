@@ -33,6 +33,8 @@ struct nmb_vnet_hdr {
 #define NMB_VNET_F_NEEDS_CSUM 1
 #define NMB_VNET_GSO_NONE 0
 
+struct nmb_eport_ops; /* eport.h: what a kind of emulated port provides */
+
 /* the kernel's side of an emulated ring */
 struct nmb_kring {
 	uint32_t hwcur;  /* RX: first slot not yet released; TX: next slot to transmit */
@@ -41,6 +43,7 @@ struct nmb_kring {
 
 struct nmb_port {
 	int kind;
+	const struct nmb_eport_ops *ops; /* emulated ports: their kind's, set at open; NULL for kernel ports */
 	int fd;                    /* polled by the loop for input (and output, unless txfd) */
 	int txfd;                  /* packet ports: the socket that transmits, -1 if fd does */
 	struct nmb_packet_rings *pk; /* packet ports: the socket rings */
@@ -85,7 +88,6 @@ int nmb_kport_rxsync(struct nmb_port *p);
 
 /* emulated ports */
 int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int bufsize);
-void nmb_packet_close(struct nmb_port *p);
 int nmb_tap_open(struct nmb_port *p, const char *name, uint32_t max_frame, int bring_up);
 int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_eport_txsync(struct nmb_port *p, struct nmb_ring_stats *txs);
@@ -94,6 +96,8 @@ uint32_t nmb_eport_tx_discard(struct nmb_port *p, struct nmb_ring_stats *txs);
 uint32_t nmb_eport_rx_discard(struct nmb_port *p, struct nmb_ring_stats *rxs, int may_enter);
 int nmb_eport_rx_room(const struct nmb_port *p);
 int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs);
+int nmb_eport_recover(struct nmb_port *p); /* after POLLERR: 0, or -errno if the port is gone */
+void nmb_eport_close(struct nmb_port *p);
 int nmb_ifindex_exists(int ifindex);
 
 #endif
