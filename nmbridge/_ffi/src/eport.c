@@ -10,6 +10,8 @@
 #include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "eport.h"
@@ -17,11 +19,48 @@
 /* the most frames read off a socket at the stop: a sender that goes on cannot hold it */
 #define NMB_STOP_DRAIN_MAX 65536u
 
+/*
+ * A socket kept for asking the kernel about interfaces: if_indextoname()
+ * opens one per call, and under a descriptor shortage (EMFILE) every
+ * interface would then look gone. Opened once, when the first bridge is
+ * made (nmb_ctl_socket), in the process's network namespace.
+ */
+static int ctl_sock = -1;
+
+int nmb_ctl_socket(void)
+{
+	int fd = __atomic_load_n(&ctl_sock, __ATOMIC_ACQUIRE), expected = -1;
+
+	if (fd >= 0)
+		return fd;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (!__atomic_compare_exchange_n(&ctl_sock, &expected, fd, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		close(fd); /* another thread's came first */
+		fd = expected;
+	}
+	return fd;
+}
+
+/*
+ * Whether interface ifindex exists. Only the kernel's "no such device" says
+ * it is gone: any other failure (no socket to ask with) says nothing, and
+ * the interface is taken to be there.
+ */
 int nmb_ifindex_exists(int ifindex)
 {
-	char name[IF_NAMESIZE];
+	struct ifreq ifr;
+	int fd = nmb_ctl_socket();
 
-	return if_indextoname((unsigned)ifindex, name) != NULL;
+	if (fd < 0)
+		return 1;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_ifindex = ifindex;
+	if (ioctl(fd, SIOCGIFNAME, &ifr) == 0)
+		return 1;
+	return !(errno == ENODEV || errno == ENXIO);
 }
 
 int nmb_ifname_index(const char *name)
@@ -97,6 +136,57 @@ int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t l
 		sum = 0xffff; /* as the kernel does: 0 means "no checksum" to UDP */
 	*frame_byte(ring, first, field) = (uint8_t)(sum >> 8);
 	*frame_byte(ring, first, field + 1) = (uint8_t)sum;
+	return 0;
+}
+
+/* the buffer (*k) and offset in it (*off) of byte pos of a scattered frame */
+static void iov_locate(const struct iovec *iov, uint32_t pos, uint32_t *k, uint32_t *off)
+{
+	uint32_t i = 0;
+
+	while (pos >= iov[i].iov_len) {
+		pos -= (uint32_t)iov[i].iov_len;
+		i++;
+	}
+	*k = i;
+	*off = pos;
+}
+
+/*
+ * Open n bytes at offset at of a frame of len bytes scattered over iov (niov
+ * buffers) and write ins there: what followed moves up by n. 0, or -1 when
+ * the buffers cannot hold len + n bytes (nothing moved then).
+ */
+int nmb_iov_insert(const struct iovec *iov, int niov, uint32_t len, uint32_t at,
+		   const uint8_t *ins, uint32_t n)
+{
+	uint64_t room = 0;
+	uint32_t end = len;
+
+	for (int k = 0; k < niov; k++)
+		room += iov[k].iov_len;
+	if (at > len || len + (uint64_t)n > room)
+		return -1;
+	/* from the end down, in pieces that cross no buffer on either side */
+	while (end > at) {
+		uint32_t piece = end - at, sk, so, dk, doff;
+
+		iov_locate(iov, end - 1, &sk, &so);
+		iov_locate(iov, end - 1 + n, &dk, &doff);
+		if (piece > so + 1)
+			piece = so + 1;
+		if (piece > doff + 1)
+			piece = doff + 1;
+		memmove((uint8_t *)iov[dk].iov_base + doff + 1 - piece,
+			(uint8_t *)iov[sk].iov_base + so + 1 - piece, piece);
+		end -= piece;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t k, off;
+
+		iov_locate(iov, at + i, &k, &off);
+		((uint8_t *)iov[k].iov_base)[off] = ins[i];
+	}
 	return 0;
 }
 

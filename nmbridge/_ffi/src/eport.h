@@ -43,5 +43,7 @@ int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame);
 int nmb_ifname_index(const char *name); /* 0 if there is no such interface */
 int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len,
 			    uint32_t start, uint32_t offset);
+int nmb_iov_insert(const struct iovec *iov, int niov, uint32_t len, uint32_t at,
+		   const uint8_t *ins, uint32_t n);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,8 +34,12 @@
 #define RX_BLOCKS 128
 #define TX_FRAMES 1024
 
+/* room for the tpacket_auxdata the kernel attaches to a frame received with recvmmsg */
+#define AUX_SPACE CMSG_SPACE(sizeof(struct tpacket_auxdata))
+
 struct nmb_packet_rings {
 	/* RX: TPACKET_V2 */
+	int rx_ring_on;             /* PACKET_RX_RING set on the socket */
 	char *rx_map;
 	size_t rx_map_size;
 	uint32_t rx_frame_size;
@@ -49,6 +54,9 @@ struct nmb_packet_rings {
 	uint32_t tx_requested;      /* frames handed to the kernel and not yet seen back */
 	uint32_t tx_unsent;         /* of those, frames no send() has taken yet (SEND_REQUEST) */
 	uint32_t max_frame;
+	/* without the rings: each received frame's auxdata (its VLAN tag, which the
+	 * kernel took out of the frame) */
+	unsigned char (*aux)[AUX_SPACE]; /* NMB_BATCH of them */
 };
 
 static int set_int(int fd, int level, int opt, int value)
@@ -97,6 +105,7 @@ static int setup_rx_ring(struct nmb_port *p, struct nmb_packet_rings *pk)
 	req.tp_frame_nr = pk->rx_frames;
 	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0)
 		return -errno;
+	pk->rx_ring_on = 1;
 	pk->rx_map_size = (size_t)RX_BLOCK_SIZE * RX_BLOCKS;
 	pk->rx_map = mmap(NULL, pk->rx_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED,
 			  p->fd, 0);
@@ -155,35 +164,116 @@ static void packet_close(struct nmb_port *p)
 		munmap(pk->rx_map, pk->rx_map_size);
 	if (pk->tx_map)
 		munmap(pk->tx_map, pk->tx_map_size);
+	free(pk->aux);
 	free(pk);
 	p->pk = NULL;
 }
 
+/*
+ * The TPACKET rings: 0 once they serve, 1 if they cannot be had (the
+ * batched syscalls will serve), -errno if the socket is left unusable.
+ */
 static int open_rings(struct nmb_port *p, int ifindex, uint32_t max_frame)
+{
+	struct nmb_packet_rings *pk = calloc(1, sizeof(*pk));
+	struct tpacket_req none;
+	int on;
+
+	if (pk == NULL)
+		return -ENOMEM;
+	pk->max_frame = max_frame;
+	p->pk = pk;
+	if (setup_rx_ring(p, pk) == 0 && setup_tx_ring(p, pk, ifindex) == 0)
+		return 0;
+	on = pk->rx_ring_on;
+	packet_close(p); /* unmapped: the ring can be released */
+	if (p->txfd >= 0) {
+		close(p->txfd);
+		p->txfd = -1;
+	}
+	/*
+	 * An RX ring left on the socket takes every frame, and recvmmsg would
+	 * find none: the port would open and never receive. Released (all zero),
+	 * the socket receives as one without a ring.
+	 */
+	memset(&none, 0, sizeof(none));
+	if (on && setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof(none)) < 0)
+		return -errno;
+	return 1;
+}
+
+/* Without the rings: the batched syscalls, each frame's VLAN tag from its auxdata. */
+static int open_batched(struct nmb_port *p)
 {
 	struct nmb_packet_rings *pk = calloc(1, sizeof(*pk));
 	int rc;
 
 	if (pk == NULL)
 		return -ENOMEM;
-	pk->max_frame = max_frame;
 	p->pk = pk;
-	if ((rc = setup_rx_ring(p, pk)) < 0 || (rc = setup_tx_ring(p, pk, ifindex)) < 0) {
-		packet_close(p);
-		if (p->txfd >= 0) {
-			close(p->txfd);
-			p->txfd = -1;
-		}
+	pk->aux = calloc(NMB_BATCH, sizeof(*pk->aux));
+	if (pk->aux == NULL)
+		return -ENOMEM;
+	/* the kernel takes a VLAN tag out of the frames a packet socket reads; with
+	 * no way to put it back, a tagged frame would cross untagged (another VLAN) */
+	if ((rc = set_int(p->fd, SOL_PACKET, PACKET_AUXDATA, 1)) < 0)
 		return rc;
-	}
 	return 0;
+}
+
+/*
+ * Put back the VLAN tag the kernel took out of received message m (its
+ * auxdata says so), after the MAC addresses: what follows moves up 4 bytes,
+ * and a checksum start beyond the addresses with it. A frame with no room for
+ * the tag is marked cut (MSG_TRUNC): dropped as oversize, never sent untagged.
+ */
+static void restore_vlan(struct nmb_port *p, struct mmsghdr *msg)
+{
+	struct msghdr *h = &msg->msg_hdr;
+	const struct tpacket_auxdata *aux = NULL;
+	struct nmb_vnet_hdr *vh = p->vnet ? (struct nmb_vnet_hdr *)h->msg_iov[0].iov_base : NULL;
+	uint32_t skip = vh ? sizeof(*vh) : 0, len;
+	uint16_t tpid;
+	uint8_t tag[4];
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c))
+		if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(*aux)))
+			aux = (const struct tpacket_auxdata *)CMSG_DATA(c);
+	if (aux == NULL || !(aux->tp_status & TP_STATUS_VLAN_VALID) ||
+	    (h->msg_flags & MSG_TRUNC) || msg->msg_len < skip + 12)
+		return;
+	len = msg->msg_len - skip;
+	tpid = (aux->tp_status & TP_STATUS_VLAN_TPID_VALID) && aux->tp_vlan_tpid
+		       ? aux->tp_vlan_tpid : ETH_P_8021Q;
+	tag[0] = (uint8_t)(tpid >> 8);
+	tag[1] = (uint8_t)tpid;
+	tag[2] = (uint8_t)(aux->tp_vlan_tci >> 8);
+	tag[3] = (uint8_t)aux->tp_vlan_tci;
+	if (nmb_iov_insert(h->msg_iov + (vh ? 1 : 0), (int)h->msg_iovlen - (vh ? 1 : 0), len, 12,
+			   tag, 4) < 0) {
+		h->msg_flags |= MSG_TRUNC;
+		return;
+	}
+	msg->msg_len += 4;
+	if (vh && (vh->flags & NMB_VNET_F_NEEDS_CSUM) && vh->csum_start >= 12)
+		vh->csum_start += 4;
 }
 
 static int packet_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
 {
-	int got = recvmmsg(p->fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
+	int got;
 
-	return got < 0 ? -errno : got;
+	for (unsigned m = 0; m < n; m++) {
+		msgs[m].msg_hdr.msg_control = p->pk->aux[m];
+		msgs[m].msg_hdr.msg_controllen = AUX_SPACE;
+	}
+	got = recvmmsg(p->fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
+	if (got < 0)
+		return -errno;
+	for (int m = 0; m < got; m++)
+		restore_vlan(p, &msgs[m]);
+	return got;
 }
 
 static int packet_send(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
@@ -553,8 +643,13 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 		    (rc = set_int(fd, SOL_SOCKET, SO_SNDBUF, bufsize)) < 0)
 			return rc;
 	}
-	if (use_rings && p->vnet && open_rings(p, ifindex, max_frame) == 0)
-		p->ops = &packet_ring_ops; /* else the batched syscalls serve */
+	rc = use_rings && p->vnet ? open_rings(p, ifindex, max_frame) : 1;
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		p->ops = &packet_ring_ops;
+	else if ((rc = open_batched(p)) < 0) /* the batched syscalls serve */
+		return rc;
 	if ((rc = bind_to(fd, ifindex, htons(ETH_P_ALL))) < 0)
 		return rc;
 	rc = nmb_eport_alloc_batch(p, max_frame);

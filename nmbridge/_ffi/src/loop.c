@@ -64,6 +64,8 @@ struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32
 		return NULL;
 	}
 	br->zerocopy = nmb_bridge_can_zerocopy(br);
+	/* now, not when an interface vanishes: then descriptors may have run out */
+	(void)nmb_ctl_socket();
 	return br;
 }
 

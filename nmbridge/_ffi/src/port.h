@@ -98,6 +98,7 @@ int nmb_eport_rx_room(const struct nmb_port *p);
 int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_eport_recover(struct nmb_port *p); /* after POLLERR: 0, or -errno if the port is gone */
 void nmb_eport_close(struct nmb_port *p);
-int nmb_ifindex_exists(int ifindex);
+int nmb_ifindex_exists(int ifindex); /* 0 only when the kernel says there is no such device */
+int nmb_ctl_socket(void);            /* the descriptor it asks with (opened once), or -errno */
 
 #endif
