@@ -24,8 +24,8 @@ try:
         held.append(os.open("/dev/null", os.O_RDONLY))
 except OSError as exc:
     assert exc.errno == errno.EMFILE, exc
-print(lib.nmb_ifindex_exists(1), lib.nmb_ifindex_exists(%d))
-""" % NO_SUCH_INDEX
+print(lib.nmb_ifindex_exists(1), lib.nmb_ifindex_exists(NO_SUCH_INDEX))
+""".replace("NO_SUCH_INDEX", str(NO_SUCH_INDEX))
 
 
 def test_lo_exists_and_a_free_index_does_not() -> None:

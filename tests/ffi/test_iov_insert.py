@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from nmbridge._ffi._core import ffi, lib
 
 GUARD = b"\xa5" * 16
