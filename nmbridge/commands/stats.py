@@ -210,7 +210,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise UsageError(
             f"bad --metrics-listen '{text}': write an IPv6 address in brackets, [::1]:9417"
         )
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    # isascii: str.isdigit() is true of '²', which int() refuses
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise UsageError(
             f"bad --metrics-listen '{text}': the port must be a number from 1 to 65535"
         )

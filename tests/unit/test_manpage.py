@@ -278,7 +278,8 @@ def test_the_page_has_the_sections_a_reader_looks_for() -> None:
     titles = [s.title for s in page().sections if s.sub is None]
     assert titles == [
         "NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "PORT NAMES", "EXIT STATUS",
-        "ENVIRONMENT", "FILES", "SERVICE", "SHELL COMPLETION", "EXAMPLES", "NOTES", "SEE ALSO",
+        "ENVIRONMENT", "FILES", "SERVICE", "SECURITY", "SHELL COMPLETION", "EXAMPLES", "NOTES",
+        "SEE ALSO",
     ]
 
 

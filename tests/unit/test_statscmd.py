@@ -464,7 +464,7 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("text", ["", "0", "65536", "http", "abc:9417", "1.2.3:9417",
                                   "::1:9417", ":9417", "127.0.0.1:", "127.0.0.1:-1",
-                                  "[::1]", "example.com:9417"])
+                                  "[::1]", "example.com:9417", "²", "127.0.0.1:٩٤١٧"])
 def test_parse_listen_refuses(text: str) -> None:
     with pytest.raises(UsageError):
         statscmd.parse_listen(text)
