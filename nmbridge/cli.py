@@ -167,6 +167,10 @@ def cli() -> None:
 @click.option("--isolate", is_flag=True,
               help="packet: ports: take their interfaces from the host stack, as netmap "
                    "does (frames reach the bridge, not the kernel's protocols) until exit.")
+@click.option("--offloads", type=click.Choice(["off", "keep"]), default="off",
+              show_default=True,
+              help="NIC ports: turn the NIC's offloads off while it bridges (netmap mode "
+                   "needs them off; what was on comes back at the stop), or keep them.")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
 def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
@@ -174,7 +178,7 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
                duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
-               verbose: int, quiet: int) -> None:
+               offloads: str, verbose: int, quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
@@ -207,7 +211,7 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         busy_poll=busy_poll, poll_timeout_ms=poll_timeout, rx_usecs=rx_usecs,
         duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
-        metrics_listen=metrics_listen, isolate=isolate,
+        metrics_listen=metrics_listen, isolate=isolate, offloads=offloads,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
 

@@ -10,6 +10,7 @@ out of the kernel until it is up again.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nmbridge import sysfs, terminal
+from nmbridge.errors import NmbridgeError
 from nmbridge.portspec import NIC_KINDS, NIC_RING_KINDS, PortSpec
 
 RTMGRP_LINK = 1
@@ -261,3 +263,115 @@ def start_warnings(spec: PortSpec) -> list[str]:
         return [f"{ifname}: offloads on ({', '.join(on)}): TCP through the host rings fails "
                 f"silently; turn them off with 'nmbridge check --fix {ifname}'"]
     return []
+
+
+class NicOffloads:
+    """--offloads off: the offloads a NIC in netmap mode must not have, turned off
+    before the bridge opens it and turned back on, exactly those, when it stops.
+
+    What was on is recorded in the stats directory (a 0600 file per interface and
+    network namespace, locked while the bridge runs), so that a bridge killed with
+    them off is followed by one that puts them back: a restarted unit reads the
+    record its predecessor left and merges it with what it finds on. A record
+    locked by a running bridge is that bridge's: its interface is left alone (it is
+    busy, and the register will say so).
+    """
+
+    def __init__(self, ifnames: Sequence[str], stats_dir: str) -> None:
+        self._ifnames = list(dict.fromkeys(ifnames))
+        self._stats_dir = stats_dir
+        self._dfd = -1
+        self._held: list[tuple[str, int, list[str]]] = []  # (ifname, record fd, names)
+        self._said: list[tuple[bool, str]] = []  # (a warning?, the line) for announce()
+
+    def __enter__(self) -> NicOffloads:
+        if not self._ifnames:
+            return self
+        from nmbridge import counters
+
+        self._dfd = counters.open_stats_dir(self._stats_dir)
+        try:
+            for ifname in self._ifnames:
+                self._turn_off(ifname)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _record_name(self, ifname: str) -> str:
+        return f".offloads.net{os.stat('/proc/self/ns/net').st_ino}.{ifname}"
+
+    def _turn_off(self, ifname: str) -> None:
+        import fcntl
+        import json
+
+        from nmbridge import engine
+
+        name = self._record_name(ifname)
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=self._dfd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return  # another bridge's: its offloads are its own
+        try:
+            earlier: list[str] = json.loads(os.pread(fd, 4096, 0) or b"[]")
+        except ValueError:
+            earlier = []
+        states = engine.ethtool.read_offloads(ifname)
+        wanted = [n for n in NETMAP_OFFLOADS if states.get(n) or n in earlier]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(wanted).encode(), 0)  # before any change: a kill finds it
+        turned, fixed = [], []
+        for offload in reversed(NETMAP_OFFLOADS):  # what depends on another first
+            if not states.get(offload):
+                continue
+            try:
+                engine.ethtool.set_offload(ifname, offload, False)
+                turned.append(offload)
+            except NmbridgeError:
+                fixed.append(offload)  # the driver's to keep (ethtool -k says [fixed])
+        off = [n for n in NETMAP_OFFLOADS if n in turned or (n in earlier and n not in fixed)]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(off).encode(), 0)
+        self._held.append((ifname, fd, off))
+        if turned:
+            self._said.append((False, f"nmbridge: {ifname}: offloads off for netmap mode "
+                               f"({', '.join(reversed(turned))}); back on when the bridge "
+                               "stops"))
+        if fixed:
+            self._said.append((True, f"{ifname}: cannot turn off {', '.join(reversed(fixed))} "
+                               "(the driver keeps them): TCP through the host rings may fail"))
+        left = [n for n in off if n not in turned]
+        if left:
+            self._said.append((False, f"nmbridge: {ifname}: {', '.join(left)} left off by a "
+                               "bridge before this one: back on when it stops"))
+
+    def announce(self) -> None:
+        """Say what was changed: once the bridge runs (a start that fails changed
+        nothing in the end, and says only why it failed)."""
+        for warning, line in self._said:
+            (terminal.warn if warning else terminal.info)(line)
+        self._said = []
+
+    def __exit__(self, *exc: object) -> None:
+        from nmbridge import engine
+
+        for ifname, fd, on in reversed(self._held):
+            failed = False
+            for offload in NETMAP_OFFLOADS:  # what another depends on first
+                if offload in on:
+                    try:
+                        engine.ethtool.set_offload(ifname, offload, True)
+                    except NmbridgeError as err:
+                        failed = True
+                        terminal.warn(f"{err.message} (it was on before the bridge)")
+            if not failed:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._record_name(ifname), dir_fd=self._dfd)
+            os.close(fd)
+        self._held = []
+        if self._dfd >= 0:
+            os.close(self._dfd)
+            self._dfd = -1

@@ -28,6 +28,7 @@ from nmbridge.counters import (
 )
 from nmbridge.errors import NmbridgeError, NoSuchPort, UsageError
 from nmbridge.portspec import (
+    NIC_KINDS,
     NIC_RING_KINDS,
     PortSpec,
     one_way_reason,
@@ -61,6 +62,7 @@ class BridgeOptions:
     on_stop: Callable[[str], None] | None = None  # once the loop ends (the reason), before flush
     metrics_listen: tuple[str, int] | None = None  # (address, port) to serve /metrics on
     isolate: bool = False  # packet: ports: their interfaces taken from the host stack
+    offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
 
 
 @dataclass
@@ -172,9 +174,15 @@ def run_bridge(opts: BridgeOptions) -> Totals:
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
     from nmbridge.commands.stats import serving_metrics
 
-    with serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
+    if any(not s.emulated for s in specs):
+        engine.ports.require_netmap()  # before a NIC is touched
+    # a NIC's offloads off before netmap takes it, back on whatever ends the bridge
+    nics = [s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS]
+    with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
+            serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
             _opened(specs) as ports:
         serve()
+        offloads.announce()
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)

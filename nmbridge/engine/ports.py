@@ -10,6 +10,7 @@ decides; here each decision becomes C calls and each errno an exception.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import socket
@@ -96,6 +97,12 @@ class RegisterReply:
     nr_host_rx_rings: int
     nr_tx_slots: int
     nr_rx_slots: int
+
+    @classmethod
+    def of(cls, reply: Any, nr_offset: int) -> RegisterReply:
+        """From a struct nmreq_register or nmreq_port_info_get (same field names)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "nr_offset"]
+        return cls(nr_offset=nr_offset, **{n: int(getattr(reply, n)) for n in names})
 
 
 class Port:
@@ -260,9 +267,14 @@ def _netmap_missing() -> NetmapMissing:
     )
 
 
-def _open_device(text: str) -> Any:
+def require_netmap() -> None:
+    """Raise NetmapMissing unless the netmap device is there."""
     if not os.path.exists(NETMAP_DEVICE):
         raise _netmap_missing()
+
+
+def _open_device(text: str) -> Any:
+    require_netmap()
     cport = ffi.gc(lib.nmb_port_new(), lib.nmb_port_free)
     rc = lib.nmb_kport_open(cport, NETMAP_DEVICE.encode())
     if rc < 0:
@@ -348,17 +360,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
             extmem.release()
         raise
     port = Port(spec, cport)
-    port.reply = RegisterReply(
-        nr_memsize=int(reg.nr_memsize),
-        nr_offset=int(reg.nr_offset),
-        nr_mem_id=int(reg.nr_mem_id),
-        nr_tx_rings=int(reg.nr_tx_rings),
-        nr_rx_rings=int(reg.nr_rx_rings),
-        nr_host_tx_rings=int(reg.nr_host_tx_rings),
-        nr_host_rx_rings=int(reg.nr_host_rx_rings),
-        nr_tx_slots=int(reg.nr_tx_slots),
-        nr_rx_slots=int(reg.nr_rx_slots),
-    )
+    port.reply = RegisterReply.of(reg, int(reg.nr_offset))
     region = regions.get(port.reply.nr_mem_id)
     if region is None:
         if extmem is not None:
@@ -484,17 +486,7 @@ def port_info(spec: PortSpec) -> RegisterReply:
     ffi.release(cport)
     if rc < 0:
         raise _register_error(spec, -rc, None)
-    return RegisterReply(
-        nr_memsize=int(info.nr_memsize),
-        nr_offset=0,
-        nr_mem_id=int(info.nr_mem_id),
-        nr_tx_rings=int(info.nr_tx_rings),
-        nr_rx_rings=int(info.nr_rx_rings),
-        nr_host_tx_rings=int(info.nr_host_tx_rings),
-        nr_host_rx_rings=int(info.nr_host_rx_rings),
-        nr_tx_slots=int(info.nr_tx_slots),
-        nr_rx_slots=int(info.nr_rx_slots),
-    )
+    return RegisterReply.of(info, 0)
 
 
 #: the netmap API this core speaks (`nmbridge check` shows it)

@@ -30,15 +30,16 @@ Under CI=true a missing privilege fails the run instead of skipping it.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import json
 import os
 import re
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -377,19 +378,34 @@ class Confined:
                               timeout=60)
 
 
+#: what nmbridge imports at run time (pyproject's dependencies and theirs)
+RUNTIME_DISTRIBUTIONS = ("click", "rich", "markdown-it-py", "mdurl", "pygments", "cffi",
+                         "pycparser")
+
+
 def installs(work: Path, python: str) -> list[Mount]:
     """Stand-ins for root's pip install (/usr/local/bin/nmbridge) and the README's venv
-    (/opt/nmbridge): this tree's nmbridge, run by a system Python, at those paths. Mounted
-    before the unit's view, in the test's mount namespace only."""
-    dev_site = sysconfig.get_paths()["purelib"]  # this venv's: nmbridge (editable), click, ...
+    (/opt/nmbridge): this tree's nmbridge (its compiled core too) and what it imports,
+    copied into a venv of a system Python, at those paths. Copied, not pointed at: the
+    tree may live where the unit hides (a clone under /tmp), as an install never does.
+    Mounted before the unit's view, in the test's mount namespace only."""
     venv = work / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     (site,) = venv.glob("lib/python*/site-packages")
-    (site / "nmbridge-dev.pth").write_text(f"import site; site.addsitedir({dev_site!r})\n")
+    shutil.copytree(ROOT / "nmbridge", site / "nmbridge",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in RUNTIME_DISTRIBUTIONS:
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or ():
+            src = Path(str(dist.locate_file(file)))
+            if src.is_file() and "__pycache__" not in file.parts:
+                (site / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, site / file)
     script = "import sys\nfrom nmbridge.cli import main\nsys.exit(main())\n"
     (venv / "bin" / "nmbridge").write_text("#!/opt/nmbridge/bin/python\n" + script)
     (venv / "bin" / "nmbridge").chmod(0o755)
-    local = f"#!{python}\nimport site\nsite.addsitedir({dev_site!r})\n" + script
+    opt_site = f"/opt/nmbridge/{site.relative_to(venv)}"
+    local = f"#!{python}\nimport site\nsite.addsitedir({opt_site!r})\n" + script
     return [
         Mount("/opt", "overlay"), Mount("/opt/nmbridge", "bind", source=str(venv)),
         Mount("/usr/local/bin", "overlay"),
