@@ -648,6 +648,17 @@ def share_rings(a: PortSpec, b: PortSpec) -> bool:
     return False
 
 
+def same_interface(a: PortSpec, b: PortSpec) -> bool:
+    """Whether an emulated port and another port are on one interface: a bridge
+    between them would hand every frame back to the interface it came from (two
+    packet: sockets, a packet: socket and the TAP, a packet: socket and the NIC's
+    rings)."""
+    if a.ifname != b.ifname or not (a.emulated or b.emulated):
+        return False
+    other = a if b.emulated else b
+    return other.emulated or other.kind in NIC_KINDS
+
+
 def describe(spec: PortSpec) -> dict[str, Any]:
     """What ``nmbridge explain --json`` prints for one name: plain JSON-ready data."""
     out: dict[str, Any] = {

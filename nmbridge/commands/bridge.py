@@ -33,6 +33,7 @@ from nmbridge.portspec import (
     PortSpec,
     one_way_reason,
     parse_port,
+    same_interface,
     share_rings,
 )
 
@@ -161,6 +162,10 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     if share_rings(*specs):
         raise UsageError(f"{specs[0].text} and {specs[1].text} are the same rings: a bridge "
                          "between them would send every frame back where it came from")
+    if same_interface(*specs):
+        raise UsageError(f"{specs[0].text} and {specs[1].text} are the same interface, "
+                         f"{specs[0].ifname}: a bridge between them would send every frame "
+                         "back where it came from")
     if opts.isolate and not any(s.kind == "packet" for s in specs):
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")

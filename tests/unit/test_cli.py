@@ -188,6 +188,28 @@ def test_two_ports_on_the_same_rings(a: str, b: str) -> None:
         "back where it came from")
 
 
+@pytest.mark.parametrize(("a", "b"), [("packet:nva", "packet:nva"), ("tap:nvt", "tap:nvt"),
+                                      ("packet:nmbtx", "tap:nmbtx"),
+                                      ("netmap:nmbnosuch0", "packet:nmbnosuch0"),
+                                      ("packet:nmbnosuch0", "netmap:nmbnosuch0^")])
+def test_two_ports_on_the_same_interface(a: str, b: str) -> None:
+    """One interface twice, or through two kinds of port: a loop, refused before anything
+    is opened (it used to say 'busy', held by nmbridge's own pid, or to loop)."""
+    iface = a.split(":", 1)[1].rstrip("^")
+    assert error_line(nmbridge("-i", a, "-i", b), USAGE) == (
+        f"{a} and {b} are the same interface, {iface}: a bridge between them would send "
+        "every frame back where it came from")
+
+
+@pytest.mark.parametrize(("a", "b"), [("netmap:nmbnosuch0", "netmap:nmbnosuch0^"),
+                                      ("vale0:nva", "packet:nva"),
+                                      ("netmap:nva{1", "packet:nva")])
+def test_ports_of_one_name_that_are_not_one_interface(a: str, b: str) -> None:
+    from nmbridge.portspec import parse_port, same_interface
+
+    assert not same_interface(parse_port(a, lambda _n: False), parse_port(b, lambda _n: False))
+
+
 @pytest.mark.parametrize(("port", "why"), [
     ("netmap:nmbnosuch0/r", "a monitor port only receives copies"),
     ("netmap:nmbnosuch0/tz", "a monitor port only receives copies"),
