@@ -43,7 +43,6 @@ from nmbridge.errors import (
     PermissionDenied,
     PortBusy,
     StatsCorrupt,
-    SystemFailure,
     UsageError,
 )
 from nmbridge.terminal import printable
@@ -62,9 +61,6 @@ MAX_RINGS = 1024
 MAX_FIELDS = 256
 MAX_RECORD_SIZE = 8 * MAX_FIELDS
 MAX_HEADER_SIZE = 4096
-#: the start-up lock in the stats directory (a dot: list_instances skips it)
-DIR_LOCK = ".lock"
-DIR_LOCK_TIMEOUT = 5.0
 _FIXED = struct.Struct("<8sIIIIQQ")
 _PAGE = 4096
 _READ_RETRIES = 1000
@@ -181,6 +177,7 @@ class StatsWriter:
         zero_copy: bool,
     ) -> None:
         self.path = stats_path(stats_dir, instance)
+        self._lock = -1
         meta = json.dumps(
             {
                 "instance": instance,
@@ -214,19 +211,19 @@ class StatsWriter:
             raise _dir_error(stats_dir, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock = take_instance_lock(self._dfd, stats_dir, instance)
             fixed = _FIXED.pack(
                 MAGIC, FORMAT_VERSION, len(meta), os.getpid(), 0, time.time_ns(), counters_ofs
             )
             os.ftruncate(fd, size)
             os.pwrite(fd, fixed + meta, 0)
             os.fchmod(fd, 0o644)
-            # two bridges of one name starting together: only one may pass the
-            # check and rename, so both steps happen under the directory's lock
-            with _dir_locked(self._dfd, stats_dir):
-                self._check_not_running()
-                os.rename(tmp, name, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
+            # the instance's lock is ours: a file of this name is a stale one
+            os.rename(tmp, name, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
         except BaseException as exc:
             os.close(fd)
+            if self._lock >= 0:
+                os.close(self._lock)
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=self._dfd)
             os.close(self._dfd)
@@ -236,21 +233,6 @@ class StatsWriter:
         self._fd = fd
         self._ino = os.fstat(fd).st_ino
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-
-    def _check_not_running(self) -> None:
-        try:
-            # O_NONBLOCK: a FIFO in its place must not hang the bridge (rename replaces
-            # it); O_NOFOLLOW: nor may a symbolic link send it elsewhere
-            fd = os.open(self.path.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW |
-                         os.O_CLOEXEC, dir_fd=self._dfd)
-        except OSError:
-            return  # none (or nothing readable): the rename below replaces it
-        try:
-            if _is_locked(fd):
-                raise already_running(self.path.stem, _read_pid(fd))
-        finally:
-            os.close(fd)
-        # a stale file of a killed instance: replaced by the rename below
 
     def close(self) -> None:
         """Remove the file (if it is still ours) and drop the lock."""
@@ -263,6 +245,7 @@ class StatsWriter:
         with contextlib.suppress(BufferError, ValueError):
             self.map.close()
         os.close(self._fd)
+        os.close(self._lock)  # after the unlink: the next bridge of the name finds it free
         os.close(self._dfd)
         self._fd = -1
 
@@ -274,7 +257,7 @@ def make_stats_dir(stats_dir: str) -> None:
 
 def open_stats_dir(stats_dir: str, what: str = "the stats directory") -> int:
     """The stats directory's descriptor, once it is safe to write in: not a symbolic
-    link, owned by this user or root, writable by nobody else (unless sticky and ours).
+    link, owned by this user or root, writable by nobody else (sticky or not).
     Every file in it is opened relative to this descriptor.
 
     A missing directory is made 0755 whatever the umask (other users read the counters,
@@ -310,7 +293,8 @@ def _check_stats_dir_safe(fd: int, what: str) -> None:
             "keeps there: choose a directory of your own"
         )
     mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o022 and not (mode & stat.S_ISVTX and st.st_uid == me):
+    # sticky is not enough: others could still make the names a bridge needs first
+    if mode & 0o022:
         raise UsageError(
             f"{what} is writable by others (mode {mode:04o}), who could replace the files "
             "nmbridge keeps there: remove their write permission (chmod go-w) or choose "
@@ -318,33 +302,71 @@ def _check_stats_dir_safe(fd: int, what: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def _dir_locked(dfd: int, stats_dir: str) -> Iterator[None]:
-    """The directory's start-up lock: a 0600 file of ours in it, which no other user can
-    open (the directory itself can be locked by anyone who can read it), taken with a
-    time limit: a start-up never waits for ever."""
-    fd = os.open(DIR_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                 dir_fd=dfd)
+def instance_lock_name(instance: str) -> str:
+    return f".{instance}.lock"
+
+
+def take_instance_lock(dfd: int, stats_dir: str, instance: str) -> int:
+    """The instance's lock, held (LOCK_EX) for the bridge's whole life: a 0600 file of
+    the bridge owner's that nobody else can open. (The stats file is 0644: anyone
+    can lock that one, and a killed bridge's stale file then looked live for ever,
+    each restart refused as "already running".) Busy: PortBusy with the holder's pid."""
+    name = instance_lock_name(instance)
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 0o600, dir_fd=dfd)
     try:
         st = os.fstat(fd)
-        if st.st_uid not in (os.geteuid(), 0) or stat.S_IMODE(st.st_mode) & 0o077:
-            raise UsageError(f"{stats_dir}/{DIR_LOCK} is not nmbridge's own (owner uid "
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), 0)
+                or stat.S_IMODE(st.st_mode) & 0o077):
+            raise UsageError(f"{stats_dir}/{name} is not nmbridge's own (owner uid "
                              f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): remove it")
-        deadline = time.monotonic() + DIR_LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SystemFailure(
-                        f"{stats_dir}/{DIR_LOCK} stayed locked for {DIR_LOCK_TIMEOUT:.0f} s "
-                        "(another nmbridge stuck while starting?)"
-                    ) from None
-                time.sleep(0.01)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise already_running(instance, _lock_pid(fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def running_pid(stats_dir: str, instance: str) -> int | None:
+    """The pid of the running bridge of that name (0 if it cannot be told), or None."""
+    try:
+        fd = os.open(os.path.join(stats_dir, instance_lock_name(instance)),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None  # none: never run, or not ours to read (the writer will say)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _lock_pid(fd)
+    except OSError:
+        return None
     finally:
         os.close(fd)
+    return None
+
+
+def _lock_pid(fd: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process pid exists (another user's too: EPERM says it does)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def already_running(instance: str, pid: int) -> PortBusy:
@@ -498,7 +520,9 @@ def _read_fd(fd: int, path: str) -> Snapshot:
     area = hdr_size + record_size * len(rings_meta)
     if counters_ofs + area > size:
         raise _corrupt(path, "truncated stats file (counters)")
-    live = _is_locked(fd)
+    # locked by its writer, which still lives: a stats file is 0644, and a lock
+    # anyone took on a dead bridge's file is no sign of life
+    live = _is_locked(fd) and _pid_alive(int(pid))
     body = _read_counters(fd, path, counters_ofs, area, hdr_off["seq"], live)
     if len(body) < area:
         raise _corrupt(path, "truncated stats file (counters)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nmbridge import sysfs, terminal
-from nmbridge.errors import NmbridgeError
+from nmbridge.errors import NmbridgeError, UsageError
 from nmbridge.portspec import NIC_KINDS, NIC_RING_KINDS, PortSpec
 
 RTMGRP_LINK = 1
@@ -289,10 +290,19 @@ class NicOffloads:
             return self
         from nmbridge import counters
 
-        self._dfd = counters.open_stats_dir(self._stats_dir)
+        try:
+            self._dfd = counters.open_stats_dir(self._stats_dir)
+        except OSError as exc:
+            raise counters.stats_dir_error(
+                f"cannot keep the offloads' record in {self._stats_dir}", exc) from None
         try:
             for ifname in self._ifnames:
-                self._turn_off(ifname)
+                try:
+                    self._turn_off(ifname)
+                except OSError as exc:
+                    raise counters.stats_dir_error(
+                        f"cannot keep {ifname}'s offloads' record in {self._stats_dir}",
+                        exc) from None
         except BaseException:
             self.__exit__()
             raise
@@ -308,21 +318,33 @@ class NicOffloads:
         from nmbridge import engine
 
         name = self._record_name(ifname)
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=self._dfd)
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o600, dir_fd=self._dfd)
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), 0):
+                raise UsageError(f"{self._stats_dir}/{name} is not nmbridge's own: remove it")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return  # another bridge's: its offloads are its own
+        except BaseException:
+            os.close(fd)
+            raise
         try:
-            earlier: list[str] = json.loads(os.pread(fd, 4096, 0) or b"[]")
-        except ValueError:
+            earlier = [str(n) for n in json.loads(os.pread(fd, 4096, 0) or b"[]")
+                       if n in NETMAP_OFFLOADS]
+        except (ValueError, TypeError):
             earlier = []
-        states = engine.ethtool.read_offloads(ifname)
+        try:
+            states = engine.ethtool.read_offloads(ifname)
+        except BaseException:
+            os.close(fd)
+            raise
         wanted = [n for n in NETMAP_OFFLOADS if states.get(n) or n in earlier]
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(wanted).encode(), 0)  # before any change: a kill finds it
+        self._held.append((ifname, fd, wanted))  # an interrupt from here on restores these
         turned, fixed = [], []
         for offload in reversed(NETMAP_OFFLOADS):  # what depends on another first
             if not states.get(offload):
@@ -335,7 +357,7 @@ class NicOffloads:
         off = [n for n in NETMAP_OFFLOADS if n in turned or (n in earlier and n not in fixed)]
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(off).encode(), 0)
-        self._held.append((ifname, fd, off))
+        self._held[-1] = (ifname, fd, off)
         if turned:
             self._said.append((False, f"nmbridge: {ifname}: offloads off for netmap mode "
                                f"({', '.join(reversed(turned))}); back on when the bridge "

@@ -130,7 +130,8 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     all_rows = rows(snap, prev)
     for row in all_rows:
-        table.add_row(
+        _add_text_row(
+            table,
             row.direction,
             row.ring,
             f"{row.frames:,}",
@@ -282,8 +283,16 @@ def instances_table(
         if prevs is not None:
             cells.append(human_rate(s.back_fps, "fps") if s.back_fps is not None else "-")
         cells.append(f"{s.back_drops:,}")
-        table.add_row(*cells)
+        _add_text_row(table, *cells)
     return table
+
+
+def _add_text_row(table: Table, *cells: str) -> None:
+    """A row of plain text: names from a stats file ('[/]x', '[link=...]') are shown,
+    never read as rich markup (which a forged file made crash `nmbridge stats`)."""
+    from rich.text import Text
+
+    table.add_row(*(Text(c) for c in cells))
 
 
 class Refresher:

@@ -23,10 +23,11 @@ from nmbridge.counters import (
     already_running,
     open_stats_dir,
     read_snapshot,
+    running_pid,
     stats_dir_error,
     stats_path,
 )
-from nmbridge.errors import NmbridgeError, NoSuchPort, UsageError
+from nmbridge.errors import NoSuchPort, UsageError
 from nmbridge.portspec import (
     NIC_KINDS,
     NIC_RING_KINDS,
@@ -106,12 +107,9 @@ def check_stats_dir(stats_dir: str) -> None:
 def check_not_running(stats_dir: str, name: str) -> None:
     """Refuse a second instance of a name before opening its ports: they would be
     busy, and the message would not say why."""
-    try:
-        snap = read_snapshot(stats_path(stats_dir, name))
-    except NmbridgeError:
-        return  # none, or a file the stats writer replaces or reports
-    if snap.live:
-        raise already_running(name, snap.pid)
+    pid = running_pid(stats_dir, name)
+    if pid is not None:
+        raise already_running(name, pid)
 
 
 class _StopSignals:
@@ -177,11 +175,49 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         ifname = nic.port_interface(spec)
         if ifname is not None and spec.kind != "tap" and not sysfs.exists(ifname):
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
-    from nmbridge.commands.stats import serving_metrics
-
     if any(not s.emulated for s in specs):
         engine.ports.require_netmap()  # before a NIC is touched
     # a NIC's offloads off before netmap takes it, back on whatever ends the bridge
+    # (a SIGTERM before the loop's own handling too: by default it ends the process
+    # without unwinding, and the offloads would stay off)
+    with _early_sigterm() as startup:
+        try:
+            return _start(opts, specs, name, startup)
+        except _StoppedEarly:
+            terminal.info("nmbridge: stopped (signal) before forwarding")
+            return Totals(name, 0.0, 0, {}, "signal")
+
+
+class _StoppedEarly(BaseException):  # not caught by a handler of Exception on the way
+    """SIGTERM came while the bridge was starting."""
+
+
+class _Startup:
+    """While starting, SIGTERM unwinds (what was changed is undone); once the loop's
+    own handling is in place, and during the clean-up after it, it does nothing."""
+
+    starting = True
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.starting:
+            self.starting = False
+            raise _StoppedEarly
+
+
+@contextlib.contextmanager
+def _early_sigterm() -> Iterator[_Startup]:
+    startup = _Startup()
+    old = signal.signal(signal.SIGTERM, startup.handler)
+    try:
+        yield startup
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Startup) -> Totals:
+    from nmbridge import engine, nic
+    from nmbridge.commands.stats import serving_metrics
+
     nics = [s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS]
     with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
@@ -227,6 +263,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         )
         try:
             bridge.attach_shared(writer.map, writer.counters_offset)
+            startup.starting = False  # _forward's own handling comes at once
             return _forward(opts, name, bridge, writer, watcher, ports)
         finally:
             bridge.detach_shared()

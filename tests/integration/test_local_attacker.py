@@ -27,7 +27,7 @@ import pytest
 
 from nmbridge.commands import bridge as runner
 from nmbridge.commands.stats import MAX_CONNECTIONS, REQUEST_SECONDS, MetricsServer
-from nmbridge.counters import DIR_LOCK, StatsWriter, read_snapshot
+from nmbridge.counters import StatsWriter, read_snapshot
 from nmbridge.errors import PortBusy, StatsCorrupt, UsageError
 from nmbridge.ports import InterfaceClaim
 from nmbridge.portspec import parse_port
@@ -135,7 +135,7 @@ d = sys.argv[1]
 fcntl.flock(os.open(d, os.O_RDONLY | os.O_DIRECTORY), fcntl.LOCK_SH)
 print("dir locked", flush=True)
 try:
-    fcntl.flock(os.open(os.path.join(d, ".lock"), os.O_RDONLY), fcntl.LOCK_SH)
+    fcntl.flock(os.open(os.path.join(d, ".victim.lock"), os.O_RDONLY), fcntl.LOCK_SH)
     print("lock file locked", flush=True)
 except OSError as e:
     print("lock file refused", e.errno, flush=True)
@@ -156,8 +156,56 @@ def test_a_shared_lock_on_the_stats_directory_does_not_hold_up_a_start(
         assert read_snapshot(w.path).live
     finally:
         w.close()
-    mode = stat.S_IMODE(os.stat(shared_dir / DIR_LOCK).st_mode)
+    mode = stat.S_IMODE(os.stat(shared_dir / ".victim.lock").st_mode)
     assert mode == 0o600, oct(mode)
+
+
+STALE_WRITER = r"""
+import sys, time
+from nmbridge.counters import StatsWriter
+StatsWriter(sys.argv[1], "victim", ports=[{"name": "a"}, {"name": "b"}],
+            rings=[{"port": 0, "direction": "rx", "ring": 0}],
+            record_fields=["frames", "bytes"], record_size=16,
+            counters_header={"seq": 0, "heartbeat_ns": 8, "nrings": 16, "state": 24},
+            counters_header_size=32, zero_copy=True)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+LOCK_WHEN_FREE = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)  # 0644: anyone may open it
+print("ready", flush=True)
+fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the writer to die, then holds it
+print("locked", flush=True)
+__import__("time").sleep(120)
+"""
+
+
+def test_a_lock_on_a_dead_bridges_stats_file_does_not_keep_it_alive(
+        shared_dir: Path, attackers: list[Attacker]) -> None:
+    """Review of this session's fix: a stats file is 0644 and flock() works on a
+    read-only descriptor; a user who took the lock once its bridge was killed made
+    the stale file look live, and every restart exit with "already running"."""
+    writer = subprocess.Popen([sys.executable, "-c", STALE_WRITER, str(shared_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        attacker = Attacker(LOCK_WHEN_FREE, str(shared_dir / "victim.stats"))
+        attackers.append(attacker)
+        writer.kill()
+        writer.wait(10)
+        assert attacker.proc.stdout is not None
+        assert attacker.proc.stdout.readline().strip() == "locked"
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert not read_snapshot(shared_dir / "victim.stats").live  # its writer is dead
+    w = _start_within(shared_dir, 10)  # the restart
+    try:
+        assert read_snapshot(w.path).live
+    finally:
+        w.close()
 
 
 RACE_THE_TEMPORARY = r"""
@@ -199,8 +247,9 @@ def test_the_temporary_stats_file_cannot_be_locked_first(
 
 def test_a_planted_link_is_never_followed(shared_dir: Path, tmp_path: Path,
                                          attackers: list[Attacker]) -> None:
-    """Review item 7: in a sticky, world-writable directory of root's (as /tmp is), a
-    user plants NAME.stats -> a root file; root's writer and reader never follow it."""
+    """Review item 7: in a directory others can write (here sticky and root's, as /tmp
+    is), a user plants NAME.stats -> a root file. The bridge refuses the directory
+    (others could make its names first), and root's reader does not follow the link."""
     os.chmod(shared_dir, 0o1777)
     secret = tmp_path / "secret"
     secret.write_text("root's own\n")
@@ -212,12 +261,9 @@ def test_a_planted_link_is_never_followed(shared_dir: Path, tmp_path: Path,
     assert planted.is_symlink()
     with pytest.raises(StatsCorrupt, match="a symbolic link"):
         read_snapshot(planted)
-    w = _start_within(shared_dir, 10)  # replaces the link (rename does not follow it)
-    try:
-        assert not planted.is_symlink() and planted.is_file()
-        assert read_snapshot(planted).live
-    finally:
-        w.close()
+    with pytest.raises(UsageError, match="is writable by others"):
+        _writer(shared_dir)
+    assert planted.is_symlink()  # nothing written there
     assert secret.read_text() == "root's own\n"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
 

@@ -23,7 +23,6 @@ import pytest
 
 from nmbridge import counters
 from nmbridge.counters import (
-    DIR_LOCK,
     FORMAT_VERSION,
     MAGIC,
     StatsWriter,
@@ -149,10 +148,10 @@ def test_file_mode_is_0644_whatever_the_umask(stats_dir: Path) -> None:
 def test_close_removes_the_file_and_leaves_no_temporary(stats_dir: Path) -> None:
     w = make_writer(stats_dir)
     assert w.path == stats_dir / "eth9.stats"
-    assert sorted(os.listdir(stats_dir)) == [DIR_LOCK, "eth9.stats"]  # the lock stays
+    assert sorted(os.listdir(stats_dir)) == [".eth9.lock", "eth9.stats"]  # the lock stays
     w.close()
     w.close()  # twice is harmless
-    assert os.listdir(stats_dir) == [DIR_LOCK]
+    assert os.listdir(stats_dir) == [".eth9.lock"]
     with pytest.raises(NotRunning):
         read_snapshot(w.path)
 
@@ -345,7 +344,7 @@ def test_second_live_writer_of_a_name_is_busy(stats_dir: Path) -> None:
         with pytest.raises(PortBusy, match=rf"already running \(pid {proc.pid}\)"):
             make_writer(stats_dir, "eth9")
         # the failed writer left nothing behind and did not disturb the running one
-        assert sorted(os.listdir(stats_dir)) == [DIR_LOCK, "eth9.stats"]
+        assert sorted(os.listdir(stats_dir)) == [".eth9.lock", "eth9.stats"]
         assert read_snapshot(stats_dir / "eth9.stats").live is True
     finally:
         _kill(proc)

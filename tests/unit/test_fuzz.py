@@ -578,3 +578,17 @@ def test_names_in_a_stats_file_reach_the_terminal_escaped(
         status, out, err = run_cli([*argv, "--stats-dir", str(stats_file.parent)], capsys)
         assert status == 0, err
         assert "\x1b" not in out + err and "\r" not in out + err and "\x07" not in out + err
+
+
+@pytest.mark.parametrize("name", ["[/]x", "[link=http://198.18.0.1/]y[/link]", "[bold]z"])
+def test_markup_in_names_is_shown_not_obeyed(
+        name: str, stats_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review of this session: a port name '[/]x' in a forged file made the tables end
+    in a rich MarkupError traceback; '[link=...]' would emit OSC-8 sequences."""
+    meta = good_meta()
+    meta["ports"][0]["name"] = name
+    stats_file.write_bytes(file_bytes(meta))
+    for argv in (["stats"], ["stats", "fz"]):
+        status, out, err = run_cli([*argv, "--stats-dir", str(stats_file.parent)], capsys)
+        assert status == 0, err
+        assert "\x1b" not in out and "Traceback" not in err

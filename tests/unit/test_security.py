@@ -143,12 +143,14 @@ def test_a_stats_directory_others_can_write_is_refused(tmp_path: Path, mode: int
     assert os.listdir(d) == []
 
 
-def test_a_sticky_directory_of_ours_is_accepted(tmp_path: Path) -> None:
-    """As /tmp is: others may add files, but not remove or replace ours."""
+def test_a_sticky_directory_is_refused_too(tmp_path: Path) -> None:
+    """As /tmp is: others cannot remove our files there, but they can make first the
+    names a bridge needs (its lock, its stats file, its offloads record)."""
     d = tmp_path / "sticky"
     d.mkdir()
     os.chmod(d, 0o1777)
-    runner.check_stats_dir(str(d))
+    with pytest.raises(UsageError, match=r"is writable by others \(mode 1777\)"):
+        runner.check_stats_dir(str(d))
 
 
 def test_a_symbolic_link_as_the_stats_directory_is_refused(tmp_path: Path) -> None:
