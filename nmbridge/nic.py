@@ -266,6 +266,13 @@ def start_warnings(spec: PortSpec) -> list[str]:
     return []
 
 
+def _groups(bits: Sequence[str]) -> list[str]:
+    """The ethtool -K names that the feature bits fall in, in NETMAP_OFFLOADS order."""
+    from nmbridge import engine
+
+    return [g for g in NETMAP_OFFLOADS if set(engine.ethtool.FEATURE_GROUPS[g]) & set(bits)]
+
+
 class NicOffloads:
     """--offloads off: the offloads a NIC in netmap mode must not have, turned off
     before the bridge opens it and turned back on, exactly those, when it stops.
@@ -274,8 +281,9 @@ class NicOffloads:
     network namespace, locked while the bridge runs), so that a bridge killed with
     them off is followed by one that puts them back: a restarted unit reads the
     record its predecessor left and merges it with what it finds on. A record
-    locked by a running bridge is that bridge's: its interface is left alone (it is
-    busy, and the register will say so).
+    locked by a running bridge is that bridge's: its interface is left alone. The
+    unit of change is the kernel's feature bit (ETHTOOL_GFEATURES), not ethtool -K's
+    group: a bit of a group that was off by itself (tx-tcp6-segmentation) stays off.
     """
 
     def __init__(self, ifnames: Sequence[str], stats_dir: str) -> None:
@@ -331,41 +339,42 @@ class NicOffloads:
         except BaseException:
             os.close(fd)
             raise
+        bits = [b for group in NETMAP_OFFLOADS for b in engine.ethtool.FEATURE_GROUPS[group]]
         try:
-            earlier = [str(n) for n in json.loads(os.pread(fd, 4096, 0) or b"[]")
-                       if n in NETMAP_OFFLOADS]
+            earlier = [str(n) for n in json.loads(os.pread(fd, 4096, 0) or b"[]") if n in bits]
         except (ValueError, TypeError):
             earlier = []
         try:
-            states = engine.ethtool.read_offloads(ifname)
+            states = engine.ethtool.read_features(ifname)
         except BaseException:
             os.close(fd)
             raise
-        wanted = [n for n in NETMAP_OFFLOADS if states.get(n) or n in earlier]
+        active = [b for b in bits if states.get(b, (False, False))[0]]
+        wanted = [b for b in bits if b in active or b in earlier]
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(wanted).encode(), 0)  # before any change: a kill finds it
         self._held.append((ifname, fd, wanted))  # an interrupt from here on restores these
-        turned, fixed = [], []
-        for offload in reversed(NETMAP_OFFLOADS):  # what depends on another first
-            if not states.get(offload):
-                continue
+        changeable = [b for b in active if states[b][1]]
+        if changeable:
             try:
-                engine.ethtool.set_offload(ifname, offload, False)
-                turned.append(offload)
-            except NmbridgeError:
-                fixed.append(offload)  # the driver's to keep (ethtool -k says [fixed])
-        off = [n for n in NETMAP_OFFLOADS if n in turned or (n in earlier and n not in fixed)]
+                engine.ethtool.set_features(ifname, {b: False for b in changeable})
+            except NmbridgeError as exc:
+                terminal.warn(exc.message)
+        after = engine.ethtool.read_features(ifname)
+        turned = [b for b in active if not after.get(b, (False, False))[0]]
+        fixed = [b for b in active if b not in turned]
+        off = [b for b in bits if b in turned or (b in earlier and b not in fixed)]
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(off).encode(), 0)
         self._held[-1] = (ifname, fd, off)
         if turned:
             self._said.append((False, f"nmbridge: {ifname}: offloads off for netmap mode "
-                               f"({', '.join(reversed(turned))}); back on when the bridge "
+                               f"({', '.join(_groups(turned))}); back on when the bridge "
                                "stops"))
         if fixed:
-            self._said.append((True, f"{ifname}: cannot turn off {', '.join(reversed(fixed))} "
-                               "(the driver keeps them): TCP through the host rings may fail"))
-        left = [n for n in off if n not in turned]
+            self._said.append((True, f"{ifname}: cannot turn off {', '.join(fixed)} (the "
+                               "driver keeps them): TCP through the host rings may fail"))
+        left = [b for b in off if b not in turned]
         if left:
             self._said.append((False, f"nmbridge: {ifname}: {', '.join(left)} left off by a "
                                "bridge before this one: back on when it stops"))
@@ -380,15 +389,19 @@ class NicOffloads:
     def __exit__(self, *exc: object) -> None:
         from nmbridge import engine
 
-        for ifname, fd, on in reversed(self._held):
+        for ifname, fd, off in reversed(self._held):
+            # exactly the feature bits it turned off: one request, the kernel orders them
             failed = False
-            for offload in NETMAP_OFFLOADS:  # what another depends on first
-                if offload in on:
-                    try:
-                        engine.ethtool.set_offload(ifname, offload, True)
-                    except NmbridgeError as err:
-                        failed = True
-                        terminal.warn(f"{err.message} (it was on before the bridge)")
+            if off:
+                try:
+                    engine.ethtool.set_features(ifname, {b: True for b in off})
+                    after = engine.ethtool.read_features(ifname)
+                    failed = not all(after.get(b, (False, False))[0] for b in off)
+                except NmbridgeError as err:
+                    failed = True
+                    terminal.warn(f"{err.message} (they were on before the bridge)")
+                if failed:
+                    terminal.warn(f"{ifname}: not all of {', '.join(off)} came back on")
             if not failed:
                 with contextlib.suppress(OSError):
                     os.unlink(self._record_name(ifname), dir_fd=self._dfd)

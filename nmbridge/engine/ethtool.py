@@ -46,3 +46,61 @@ def set_offload(ifname: str, name: str, on: bool) -> None:
     rc = lib.nmb_ethtool_set(ifname.encode(), set_, new)
     if rc < 0:
         raise error_for(-rc, f"{ifname}: cannot turn {name} {'on' if on else 'off'}")
+
+
+#: ethtool -K's names -> the kernel's feature bits each of them turns on and off
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "rx-checksumming": ("rx-checksum",),
+    "tx-checksumming": ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-checksum-ipv6",
+                        "tx-checksum-fcoe-crc", "tx-checksum-sctp"),
+    "scatter-gather": ("tx-scatter-gather", "tx-scatter-gather-fraglist"),
+    "tcp-segmentation-offload": ("tx-tcp-segmentation", "tx-tcp-ecn-segmentation",
+                                 "tx-tcp-mangleid-segmentation", "tx-tcp6-segmentation"),
+    "generic-segmentation-offload": ("tx-generic-segmentation",),
+    "generic-receive-offload": ("rx-gro",),
+    "large-receive-offload": ("rx-lro",),
+}
+
+
+def _feature_names(ifname: str) -> list[str]:
+    room = 256
+    while True:
+        buf = ffi.new("char[]", room * lib.ETH_GSTRING_LEN)
+        n = lib.nmb_feature_names(ifname.encode(), room, buf)
+        if n == -errno.ENODEV:
+            raise NoSuchPort(f"no interface named '{ifname}'")
+        check(n, f"{ifname}: cannot read its features")
+        if n <= room:
+            raw = ffi.buffer(buf, n * lib.ETH_GSTRING_LEN)[:]
+            size = lib.ETH_GSTRING_LEN
+            return [raw[i * size:(i + 1) * size].split(b"\0", 1)[0].decode(errors="replace")
+                    for i in range(n)]
+        room = n
+
+
+def read_features(ifname: str) -> dict[str, tuple[bool, bool]]:
+    """Each feature bit of the device by the kernel's name: (active, changeable)."""
+    names = _feature_names(ifname)
+    blocks = (len(names) + 31) // 32
+    available = ffi.new("uint32_t[]", max(blocks, 1))
+    active = ffi.new("uint32_t[]", max(blocks, 1))
+    check(lib.nmb_features_get(ifname.encode(), blocks, available, active),
+          f"{ifname}: cannot read its features")
+    return {name: (bool(active[i // 32] >> (i % 32) & 1), bool(available[i // 32] >> (i % 32) & 1))
+            for i, name in enumerate(names) if name}
+
+
+def set_features(ifname: str, wanted: dict[str, bool]) -> None:
+    """Turn the named feature bits on or off, all in one request (the kernel works out
+    what depends on what); read back to see what it did."""
+    names = _feature_names(ifname)
+    blocks = (len(names) + 31) // 32
+    valid = ffi.new("uint32_t[]", max(blocks, 1))
+    requested = ffi.new("uint32_t[]", max(blocks, 1))
+    for i, name in enumerate(names):
+        if name in wanted:
+            valid[i // 32] |= 1 << (i % 32)
+            if wanted[name]:
+                requested[i // 32] |= 1 << (i % 32)
+    check(lib.nmb_features_set(ifname.encode(), blocks, valid, requested),
+          f"{ifname}: cannot change its features")

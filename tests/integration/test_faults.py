@@ -358,7 +358,8 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only tmpfs: root's permission bypass does not write there."""
     path = tmp_path / "ro"
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "nmbridge-test", str(path)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0755", "nmbridge-test",
+                    str(path)],
                    check=True, capture_output=True, timeout=30)
     try:
         yield path

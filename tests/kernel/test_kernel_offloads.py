@@ -56,6 +56,36 @@ def test_offloads_are_off_while_bridging_and_back_after(fake: FakeKernel,
     assert not list(fake.stats_dir.glob(".offloads.*"))  # the record goes with the bridge
 
 
+FEATURES = "import json, sys; from nmbridge import engine; " \
+    "engine.ethtool.set_features(sys.argv[1], json.loads(sys.argv[2])); " \
+    "print(json.dumps({k: v[0] for k, v in engine.ethtool.read_features(sys.argv[1]).items()}))"
+
+
+def features(netns: str, ifname: str, change: dict[str, bool] | None = None) -> dict[str, bool]:
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", FEATURES, ifname,
+                          json.dumps(change or {})],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return {k: bool(v) for k, v in json.loads(out.stdout).items()}
+
+
+def test_a_finer_feature_that_was_off_stays_off(fake: FakeKernel, nic_netns: str) -> None:
+    """Review of this session: through ethtool -K's groups, 'tso on' at the stop turned
+    on tx-tcp6-segmentation too, which the administrator had turned off. The bridge
+    restores feature bits, each as it was."""
+    before = features(nic_netns, "fk0", {"tx-tcp6-segmentation": False,
+                                          "tx-scatter-gather-fraglist": False})
+    assert before["tx-tcp-segmentation"] and not before["tx-tcp6-segmentation"], before
+    bridge = RunningBridge(fake, ["fk0", "--no-live"], nic_netns)
+    try:
+        bridge.wait_ready("fk0", users=2)
+        during = features(nic_netns, "fk0")
+        assert not during["tx-tcp-segmentation"] and not during["tx-checksum-ip-generic"]
+        bridge.stop()
+    finally:
+        bridge.kill()
+    assert features(nic_netns, "fk0") == before
+
+
 def test_offloads_come_back_after_an_error(fake: FakeKernel, nic_netns: str) -> None:
     """fk1's ring 5 does not exist: the register fails after both NICs' offloads were
     turned off; both come back."""

@@ -7,5 +7,10 @@
 
 int nmb_ethtool_get(const char *ifname, uint32_t cmd, uint32_t *value);
 int nmb_ethtool_set(const char *ifname, uint32_t cmd, uint32_t value);
+int nmb_feature_names(const char *ifname, uint32_t room, char *names);
+int nmb_features_get(const char *ifname, uint32_t nblocks, uint32_t *available,
+		     uint32_t *active);
+int nmb_features_set(const char *ifname, uint32_t nblocks, const uint32_t *valid,
+		     const uint32_t *requested);
 
 #endif
