@@ -38,8 +38,10 @@ def emulated_setup(spec: PortSpec) -> EmulatedSetup:
 
 
 #: where the claims live: a directory only root can write (the unit's RuntimeDirectory),
-#: whatever --stats-dir says, so that every bridge of the host sees every claim
+#: whatever --stats-dir says, so that every bridge of the host sees every claim;
+#: NMBRIDGE_CLAIMS_DIR names another (the tests' own)
 CLAIMS_DIR = "/run/nmbridge/claims"
+CLAIMS_DIR_ENV = "NMBRIDGE_CLAIMS_DIR"
 
 
 class InterfaceClaim:
@@ -53,7 +55,7 @@ class InterfaceClaim:
     it ends; the file holds the claimant's pid for the busy message."""
 
     def __init__(self, spec: PortSpec, claims_dir: str | None = None) -> None:
-        where = CLAIMS_DIR if claims_dir is None else claims_dir
+        where = claims_dir or os.environ.get(CLAIMS_DIR_ENV) or CLAIMS_DIR
         try:
             ifindex = socket.if_nametoindex(spec.ifname)
         except OSError:

@@ -33,6 +33,21 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def claims_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The bridges the suite starts keep their interface claims in a directory of the
+    suite's own, not in the host's /run/nmbridge/claims (they inherit the variable)."""
+    old = os.environ.get("NMBRIDGE_CLAIMS_DIR")
+    os.environ["NMBRIDGE_CLAIMS_DIR"] = str(tmp_path_factory.mktemp("claims"))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NMBRIDGE_CLAIMS_DIR", None)
+        else:
+            os.environ["NMBRIDGE_CLAIMS_DIR"] = old
+
+
 @pytest.fixture(name="unavailable", scope="session")
 def unavailable_fixture() -> Callable[[str], NoReturn]:
     """unavailable(reason), for fixtures that find out only when they try."""

@@ -536,6 +536,7 @@ def test_a_bridge_notifies_and_forwards_under_the_units_view(confined: Confined,
         argv = ["/opt/nmbridge/bin/nmbridge", *words[1:-2], "--interval", "0.2",
                 "--wait-link", "30", "-i", sb.wire_port, "-i", sb.host_port]
         env = dict(os.environ)
+        env.pop("NMBRIDGE_CLAIMS_DIR", None)  # the unit sets none: its own /run
         for assignment in (v for k, v in service_directives() if k == "Environment"):
             key, _, value = assignment.partition("=")
             env[key] = value.replace("%t", RUNTIME)
