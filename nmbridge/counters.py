@@ -356,7 +356,7 @@ def _lock_pid(fd: int) -> int:
     return 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process pid exists (another user's too: EPERM says it does)."""
     if pid <= 0:
         return False
@@ -522,7 +522,7 @@ def _read_fd(fd: int, path: str) -> Snapshot:
         raise _corrupt(path, "truncated stats file (counters)")
     # locked by its writer, which still lives: a stats file is 0644, and a lock
     # anyone took on a dead bridge's file is no sign of life
-    live = _is_locked(fd) and _pid_alive(int(pid))
+    live = _is_locked(fd) and pid_alive(int(pid))
     body = _read_counters(fd, path, counters_ofs, area, hdr_off["seq"], live)
     if len(body) < area:
         raise _corrupt(path, "truncated stats file (counters)")

@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
 
+from nmbridge.counters import pid_alive
 from nmbridge.errors import NmbridgeError, PermissionDenied, SystemFailure
 
 PREFIX = "nmb-"
@@ -150,16 +151,6 @@ def netns_exec(ns: str, argv: Sequence[str]) -> list[str]:
     return [ip_command(), "netns", "exec", ns, *argv]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def list_namespaces() -> list[str]:
     res = run([ip_command(), "netns", "list"])
     return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
@@ -187,7 +178,7 @@ def delete_namespace(ns: str) -> None:
 
 def _stale(name: str) -> bool:
     m = _NAME_RE.match(name)
-    return m is not None and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))
+    return m is not None and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1)))
 
 
 def reap_stale() -> list[str]:

@@ -311,6 +311,8 @@ class Runner:
                 del env[key]
         env.update(self.base_env)
         env["NMBRIDGE_STATS_DIR"] = str(self.stats_dir)
+        if "NMBRIDGE_CLAIMS_DIR" in os.environ:  # the suite's own (tests/conftest.py)
+            env["NMBRIDGE_CLAIMS_DIR"] = os.environ["NMBRIDGE_CLAIMS_DIR"]
         env["NMB_TEST_SCRIPT"] = str(NMBRIDGE)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra or {})
