@@ -250,11 +250,6 @@ class StatsWriter:
         self._fd = -1
 
 
-def make_stats_dir(stats_dir: str) -> None:
-    """Create the stats directory if it is missing (see open_stats_dir) and check it."""
-    os.close(open_stats_dir(stats_dir))
-
-
 def open_stats_dir(stats_dir: str, what: str = "the stats directory") -> int:
     """The stats directory's descriptor, once it is safe to write in: not a symbolic
     link, owned by this user or root, writable by nobody else (sticky or not).

@@ -317,7 +317,7 @@ class NicOffloads:
         return self
 
     def _record_name(self, ifname: str) -> str:
-        return f".offloads.net{os.stat('/proc/self/ns/net').st_ino}.{ifname}"
+        return f".offloads.net{sysfs.netns_inode()}.{ifname}"
 
     def _turn_off(self, ifname: str) -> None:
         import fcntl
@@ -345,7 +345,8 @@ class NicOffloads:
         except (ValueError, TypeError):
             earlier = []
         try:
-            states = engine.ethtool.read_features(ifname)
+            names = engine.ethtool.feature_names(ifname)
+            states = engine.ethtool.read_features(ifname, names)
         except BaseException:
             os.close(fd)
             raise
@@ -357,10 +358,10 @@ class NicOffloads:
         changeable = [b for b in active if states[b][1]]
         if changeable:
             try:
-                engine.ethtool.set_features(ifname, {b: False for b in changeable})
+                engine.ethtool.set_features(ifname, {b: False for b in changeable}, names)
             except NmbridgeError as exc:
                 terminal.warn(exc.message)
-        after = engine.ethtool.read_features(ifname)
+        after = engine.ethtool.read_features(ifname, names)
         turned = [b for b in active if not after.get(b, (False, False))[0]]
         fixed = [b for b in active if b not in turned]
         off = [b for b in bits if b in turned or (b in earlier and b not in fixed)]
@@ -394,8 +395,9 @@ class NicOffloads:
             failed = False
             if off:
                 try:
-                    engine.ethtool.set_features(ifname, {b: True for b in off})
-                    after = engine.ethtool.read_features(ifname)
+                    names = engine.ethtool.feature_names(ifname)
+                    engine.ethtool.set_features(ifname, {b: True for b in off}, names)
+                    after = engine.ethtool.read_features(ifname, names)
                     failed = not all(after.get(b, (False, False))[0] for b in off)
                 except NmbridgeError as err:
                     failed = True

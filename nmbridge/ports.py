@@ -60,8 +60,7 @@ class InterfaceClaim:
             ifindex = socket.if_nametoindex(spec.ifname)
         except OSError:
             raise NoSuchPort(f"{spec.text}: no interface named '{spec.ifname}'") from None
-        netns = os.stat("/proc/self/ns/net").st_ino
-        self._name = f"net{netns}-if{ifindex}.lock"
+        self._name = f"net{sysfs.netns_inode()}-if{ifindex}.lock"
         what = f"{spec.text}: cannot claim {spec.ifname} ({where})"
         try:
             self._dfd = counters.open_stats_dir(where, "the claims directory")

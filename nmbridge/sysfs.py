@@ -38,3 +38,9 @@ def is_tap(ifname: str) -> bool:
 def max_frame(ifname: str) -> int:
     """The largest frame an interface passes: MTU + Ethernet header + one VLAN tag."""
     return (read_int(ifname, "mtu") or 1500) + 18
+
+
+def netns_inode() -> int:
+    """The network namespace this process is in, by its inode: interface names and
+    indices are only unique within one."""
+    return os.stat("/proc/self/ns/net").st_ino

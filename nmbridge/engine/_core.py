@@ -14,7 +14,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "nmbridge's C core is not built: install the package with 'pip install .'"
     ) from exc
 
-__all__ = ["check", "constant", "error_for", "ffi", "lib"]
+__all__ = ["check", "constant", "ffi", "lib"]
 
 
 def _verify_core_version() -> None:
@@ -37,11 +37,7 @@ def constant(name: str) -> int:
     return value
 
 
-#: the nmbridge exception for an errno met while doing `what`
-error_for = from_errno
-
-
 def check(rc: int, what: str) -> None:
     """Raise the exception for a negative errno-style return code."""
     if rc < 0:
-        raise error_for(-rc, what)
+        raise from_errno(-rc, what)

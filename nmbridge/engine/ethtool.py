@@ -1,52 +1,13 @@
-"""NIC offloads through the ethtool ioctl (the C core's nmb_ethtool_get/set)."""
+"""NIC offloads through the ethtool ioctl: the kernel's feature bits
+(ETHTOOL_GFEATURES/SFEATURES, the C core's nmb_features_*), by their names, and
+ethtool -K's groups of them."""
 
 from __future__ import annotations
 
 import errno
 
-from nmbridge.engine._core import check, error_for, ffi, lib
+from nmbridge.engine._core import check, ffi, lib
 from nmbridge.errors import NoSuchPort
-
-#: offload name (as ethtool -k shows it) -> (get command, set command, flag bit or 0)
-OFFLOADS: dict[str, tuple[int, int, int]] = {
-    "rx-checksumming": (lib.ETHTOOL_GRXCSUM, lib.ETHTOOL_SRXCSUM, 0),
-    "tx-checksumming": (lib.ETHTOOL_GTXCSUM, lib.ETHTOOL_STXCSUM, 0),
-    "scatter-gather": (lib.ETHTOOL_GSG, lib.ETHTOOL_SSG, 0),
-    "tcp-segmentation-offload": (lib.ETHTOOL_GTSO, lib.ETHTOOL_STSO, 0),
-    "generic-segmentation-offload": (lib.ETHTOOL_GGSO, lib.ETHTOOL_SGSO, 0),
-    "generic-receive-offload": (lib.ETHTOOL_GGRO, lib.ETHTOOL_SGRO, 0),
-    "large-receive-offload": (lib.ETHTOOL_GFLAGS, lib.ETHTOOL_SFLAGS, lib.ETH_FLAG_LRO),
-}
-
-
-def read_offloads(ifname: str) -> dict[str, bool | None]:
-    """Each offload's state; None where the NIC cannot say."""
-    out: dict[str, bool | None] = {}
-    value = ffi.new("uint32_t *")
-    for name, (get, _set, bit) in OFFLOADS.items():
-        rc = lib.nmb_ethtool_get(ifname.encode(), get, value)
-        if rc == -errno.ENODEV:
-            raise NoSuchPort(f"no interface named '{ifname}'")
-        if rc < 0:
-            out[name] = None
-            continue
-        out[name] = bool(value[0] & bit) if bit else bool(value[0])
-    return out
-
-
-def set_offload(ifname: str, name: str, on: bool) -> None:
-    """Turn one offload on or off; raise if the NIC refuses."""
-    get, set_, bit = OFFLOADS[name]
-    if bit:
-        value = ffi.new("uint32_t *")
-        check(lib.nmb_ethtool_get(ifname.encode(), get, value), f"{ifname}: {name}")
-        new = (value[0] | bit) if on else (value[0] & ~bit)
-    else:
-        new = 1 if on else 0
-    rc = lib.nmb_ethtool_set(ifname.encode(), set_, new)
-    if rc < 0:
-        raise error_for(-rc, f"{ifname}: cannot turn {name} {'on' if on else 'off'}")
-
 
 #: ethtool -K's names -> the kernel's feature bits each of them turns on and off
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -62,7 +23,8 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _feature_names(ifname: str) -> list[str]:
+def feature_names(ifname: str) -> list[str]:
+    """The names of the device's feature bits, in bit order."""
     room = 256
     while True:
         buf = ffi.new("char[]", room * lib.ETH_GSTRING_LEN)
@@ -78,9 +40,10 @@ def _feature_names(ifname: str) -> list[str]:
         room = n
 
 
-def read_features(ifname: str) -> dict[str, tuple[bool, bool]]:
-    """Each feature bit of the device by the kernel's name: (active, changeable)."""
-    names = _feature_names(ifname)
+def read_features(ifname: str, names: list[str] | None = None) -> dict[str, tuple[bool, bool]]:
+    """Each feature bit of the device by the kernel's name: (active, changeable).
+    names: feature_names(ifname), if the caller has them already."""
+    names = feature_names(ifname) if names is None else names
     blocks = (len(names) + 31) // 32
     available = ffi.new("uint32_t[]", max(blocks, 1))
     active = ffi.new("uint32_t[]", max(blocks, 1))
@@ -90,10 +53,10 @@ def read_features(ifname: str) -> dict[str, tuple[bool, bool]]:
             for i, name in enumerate(names) if name}
 
 
-def set_features(ifname: str, wanted: dict[str, bool]) -> None:
+def set_features(ifname: str, wanted: dict[str, bool], names: list[str] | None = None) -> None:
     """Turn the named feature bits on or off, all in one request (the kernel works out
     what depends on what); read back to see what it did."""
-    names = _feature_names(ifname)
+    names = feature_names(ifname) if names is None else names
     blocks = (len(names) + 31) // 32
     valid = ffi.new("uint32_t[]", max(blocks, 1))
     requested = ffi.new("uint32_t[]", max(blocks, 1))
@@ -104,3 +67,21 @@ def set_features(ifname: str, wanted: dict[str, bool]) -> None:
                 requested[i // 32] |= 1 << (i % 32)
     check(lib.nmb_features_set(ifname.encode(), blocks, valid, requested),
           f"{ifname}: cannot change its features")
+
+
+def read_offloads(ifname: str) -> dict[str, bool | None]:
+    """Each of ethtool -K's groups: on if any of its bits is (as ethtool -k shows it);
+    None where the device has none of them."""
+    states = read_features(ifname)
+    return {group: (any(states[b][0] for b in bits if b in states)
+                    if any(b in states for b in bits) else None)
+            for group, bits in FEATURE_GROUPS.items()}
+
+
+def set_offload(ifname: str, group: str, on: bool) -> None:
+    """Turn one of ethtool -K's groups on or off (its changeable bits)."""
+    names = feature_names(ifname)
+    states = read_features(ifname, names)
+    bits = {b: on for b in FEATURE_GROUPS[group] if b in states and states[b][1]}
+    if bits:
+        set_features(ifname, bits, names)

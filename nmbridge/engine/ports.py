@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nmbridge.engine._core import check, constant, error_for, ffi, lib
+from nmbridge.engine._core import check, constant, ffi, lib
 from nmbridge.errors import (
     KernelRefused,
     NetmapMissing,
@@ -28,6 +28,7 @@ from nmbridge.errors import (
     PortBusy,
     SystemFailure,
     UsageError,
+    from_errno,
 )
 from nmbridge.portspec import NIC_KINDS, PortSpec, RegisterRequest
 
@@ -161,7 +162,7 @@ class Port:
                 f"{self.spec.text}: --isolate needs Linux 6.6 or newer (a tcx ingress hook)"
             )
         if rc < 0:
-            raise error_for(-rc, f"{self.spec.text}: cannot take the interface from the "
+            raise from_errno(-rc, f"{self.spec.text}: cannot take the interface from the "
                              "host stack")
         self._isolation_fd = fd[0]
 
@@ -280,7 +281,7 @@ def _open_device(text: str) -> Any:
     if rc < 0:
         if -rc == errno.ENOENT:
             raise _netmap_missing()
-        raise error_for(-rc, f"{text}: cannot open {NETMAP_DEVICE}")
+        raise from_errno(-rc, f"{text}: cannot open {NETMAP_DEVICE}")
     return cport
 
 
@@ -305,7 +306,7 @@ class _ExtMem:
             base = ffi.new("void **")
             rc = lib.nmb_mmap_region(fd, size, base)
             if rc < 0:
-                raise error_for(-rc, f"{spec.text}: cannot map '{path}'")
+                raise from_errno(-rc, f"{spec.text}: cannot map '{path}'")
         finally:
             os.close(fd)
         self.base = base[0]
@@ -369,7 +370,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
             base = ffi.new("void **")
             rc = lib.nmb_mmap_region(cport.fd, reg.nr_memsize, base)
             if rc < 0:
-                raise error_for(-rc, f"{spec.text}: cannot map the netmap region")
+                raise from_errno(-rc, f"{spec.text}: cannot map the netmap region")
             region = _KernelRegion(base[0], int(reg.nr_memsize))
         regions[port.reply.nr_mem_id] = region
     elif extmem is not None:
@@ -385,7 +386,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
                 f"{spec.text}: more rings than nmbridge bridges ({lib.NMB_MAX_RINGS} each way); "
                 f"open fewer (netmap:{spec.ifname}-N for one ring pair)"
             )
-        raise error_for(-rc, spec.text)
+        raise from_errno(-rc, spec.text)
     if spec.ifname and spec.kind in NIC_KINDS:
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)
@@ -426,7 +427,7 @@ def _register_error(spec: PortSpec, err: int, extmem: _ExtMem | None) -> Nmbridg
             f"{spec.text}: the kernel refused the register (EINVAL): a ring that does not "
             "exist, or a mode the port does not support"
         )
-    return error_for(err, spec.text)
+    return from_errno(err, spec.text)
 
 
 def open_ports(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nmbridge.commands import bridge as runner
-from nmbridge.counters import StatsWriter, make_stats_dir
+from nmbridge.counters import StatsWriter, open_stats_dir
 from nmbridge.errors import UsageError
 
 PACKAGE = Path(runner.__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_an_existing_directory_keeps_its_mode(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir(mode=0o700)
     os.chmod(mine, 0o700)
-    make_stats_dir(str(mine))
+    os.close(open_stats_dir(str(mine)))
     runner.check_stats_dir(str(mine))
     assert _mode(mine) == 0o700
 

@@ -28,24 +28,6 @@ static int ethtool_call(const char *ifname, void *data)
 	return rc;
 }
 
-/* one of the single-value ETHTOOL_G* commands (GTSO, GGSO, GGRO, GRXCSUM, ...) */
-int nmb_ethtool_get(const char *ifname, uint32_t cmd, uint32_t *value)
-{
-	struct ethtool_value ev = {.cmd = cmd, .data = 0};
-	int rc = ethtool_call(ifname, &ev);
-
-	if (rc == 0)
-		*value = ev.data;
-	return rc;
-}
-
-int nmb_ethtool_set(const char *ifname, uint32_t cmd, uint32_t value)
-{
-	struct ethtool_value ev = {.cmd = cmd, .data = value};
-
-	return ethtool_call(ifname, &ev);
-}
-
 /*
  * The names of the device's feature bits (ETH_SS_FEATURES), ETH_GSTRING_LEN
  * bytes each, up to room of them: the number there are, or -errno.

@@ -5,8 +5,6 @@
 #include <linux/ethtool.h>
 #include <stdint.h>
 
-int nmb_ethtool_get(const char *ifname, uint32_t cmd, uint32_t *value);
-int nmb_ethtool_set(const char *ifname, uint32_t cmd, uint32_t value);
 int nmb_feature_names(const char *ifname, uint32_t room, char *names);
 int nmb_features_get(const char *ifname, uint32_t nblocks, uint32_t *available,
 		     uint32_t *active);
