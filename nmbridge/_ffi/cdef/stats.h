@@ -13,7 +13,12 @@ struct nmb_ring_stats {
 	uint64_t txfull;
 	uint64_t syncs;
 	uint64_t errors;
-	uint64_t spare[7];
+	uint64_t drop_header;
+	uint64_t drop_gso;
+	uint64_t gso_frames;
+	uint64_t gso_segments;
+	uint64_t csum_sw;
+	uint64_t spare[10];
 };
 
 struct nmb_stats_shared {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "abi.h"
+#include "offload.h"
 #include "stats.h"
 
 /*
@@ -19,6 +20,7 @@
  */
 struct nmb_rx_state {
 	uint32_t discard;
+	const struct nmb_xlate *xlate; /* NULL: frames move untouched (offload.h) */
 };
 
 /* Move up to limit frames from rx to tx; returns the frames forwarded. */

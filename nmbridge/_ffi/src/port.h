@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "abi.h"
+#include "offload.h"
 #include "region.h"
 #include "stats.h"
 
@@ -19,19 +20,6 @@
 #define NMB_PORT_TAP 3
 
 #define NMB_BATCH 256
-
-/* struct virtio_net_hdr, as PACKET_VNET_HDR puts it before each frame */
-struct nmb_vnet_hdr {
-	uint8_t flags;
-	uint8_t gso_type;
-	uint16_t hdr_len;
-	uint16_t gso_size;
-	uint16_t csum_start;
-	uint16_t csum_offset;
-};
-
-#define NMB_VNET_F_NEEDS_CSUM 1
-#define NMB_VNET_GSO_NONE 0
 
 struct nmb_eport_ops; /* eport.h: what a kind of emulated port provides */
 
@@ -67,6 +55,8 @@ struct nmb_port {
 	int err;                   /* the errno that made the port fail, 0 if none */
 	struct mmsghdr *msgs;      /* emulated: NMB_BATCH messages */
 	struct iovec *iovs;        /* emulated: NMB_BATCH * (frags + 1) */
+	uint32_t hdr_len;          /* 0, or the virtio-net header in front of every frame on its rings */
+	uint32_t offloads;         /* NMB_OFL_*: what its TX takes in those headers */
 	int vnet;                  /* packet ports: frames carry a virtio_net_hdr (PACKET_VNET_HDR) */
 	struct nmb_vnet_hdr *vnet_hdrs; /* NMB_BATCH headers */
 };

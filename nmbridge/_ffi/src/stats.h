@@ -20,7 +20,12 @@ struct nmb_ring_stats {
 	uint64_t txfull;        /* times the TX ring was full while frames waited on this RX ring */
 	uint64_t syncs;         /* syncs of this ring */
 	uint64_t errors;        /* ring errors recovered from (POLLERR, reinit) */
-	uint64_t spare[7];
+	uint64_t drop_header;   /* frames dropped: a virtio-net header that does not fit its frame */
+	uint64_t drop_gso;      /* frames dropped: a super-frame the TX side cannot take and that cannot be segmented */
+	uint64_t gso_frames;    /* RX: super-frames segmented in software for the TX side */
+	uint64_t gso_segments;  /* TX: the segments made of them */
+	uint64_t csum_sw;       /* TX: checksums finished in software for the TX side */
+	uint64_t spare[10];
 };
 
 /* The shared part: a header then one record per ring. */
