@@ -73,6 +73,15 @@ DROP_REASONS: dict[str, str] = {
     "chain": "drop_chain",
     "rx": "drop_rx",
     "tx": "drop_tx",
+    "header": "drop_header",
+    "gso": "drop_gso",
+}
+#: what the engine did for a port that cannot take an offload (JSON key -> field);
+#: gso_frames counts on RX rings, the others on TX rings
+OFFLOAD_FIELDS: dict[str, str] = {
+    "gso_frames": "gso_frames",
+    "gso_segments": "gso_segments",
+    "csum_sw": "csum_sw",
 }
 #: every field that counts a frame not forwarded
 DROP_FIELDS = tuple(DROP_REASONS.values())

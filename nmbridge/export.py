@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nmbridge.counters import DROP_REASONS, RingCounters, Snapshot
+from nmbridge.counters import DROP_REASONS, OFFLOAD_FIELDS, RingCounters, Snapshot
 from nmbridge.view import direction_label
 
 #: bump only for a change that can break a reader (a key removed, renamed or
@@ -44,6 +44,7 @@ def _ring_dict(snap: Snapshot, r: RingCounters) -> dict[str, Any]:
         "tx_full": int(v.get("txfull", 0)),
         "syncs": int(v.get("syncs", 0)),
         "errors": int(v.get("errors", 0)),
+        "offloads": {key: int(v.get(f, 0)) for key, f in OFFLOAD_FIELDS.items()},
     }
 
 
@@ -66,10 +67,10 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
         sums: dict[str, int] = {}
         for r in rx:
             for key in ("frames", "bytes", "txfull", "errors", "drop_oversize", "drop_chain",
-                        "drop_rx"):
+                        "drop_rx", "drop_header", "drop_gso", "gso_frames"):
                 sums[key] = sums.get(key, 0) + int(r.values.get(key, 0))
         for r in tx:
-            for key in ("drop_tx", "errors"):
+            for key in ("drop_tx", "errors", "gso_segments", "csum_sw"):
                 sums[key] = sums.get(key, 0) + int(r.values.get(key, 0))
         drops = _drops(sums)
         others = [p for p in range(len(snap.ports)) if p != port]
@@ -84,6 +85,7 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
                 "drops_by_reason": drops,
                 "tx_full": sums.get("txfull", 0),
                 "errors": sums.get("errors", 0),
+                "offloads": {key: sums.get(f, 0) for key, f in OFFLOAD_FIELDS.items()},
             }
         )
     return out
@@ -170,9 +172,16 @@ _RING_COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("nmbridge_syncs_total", "Syncs of the ring.", "syncs", ("rx", "tx")),
     ("nmbridge_ring_errors_total", "Ring errors recovered from (POLLERR, ring reinit).",
      "errors", ("rx", "tx")),
+    ("nmbridge_gso_frames_total",
+     "Super-frames from this RX ring segmented in software for the other port.", "gso_frames",
+     ("rx",)),
+    ("nmbridge_gso_segments_total", "Segments made in software, sent on this TX ring.",
+     "gso_segments", ("tx",)),
+    ("nmbridge_csum_sw_total", "Checksums finished in software for frames on this TX ring.",
+     "csum_sw", ("tx",)),
 )
 # which drop reasons each ring direction counts
-_DROP_REASONS_BY_DIRECTION = {"rx": ("oversize", "chain", "rx"), "tx": ("tx",)}
+_DROP_REASONS_BY_DIRECTION = {"rx": ("oversize", "chain", "rx", "header", "gso"), "tx": ("tx",)}
 
 
 class _Families:
@@ -216,7 +225,9 @@ def prometheus_text(snaps: Sequence[Snapshot]) -> str:
         fam.declare(name, "counter", help_text)
     fam.declare("nmbridge_drops_total", "counter", "Frames dropped, by reason: oversize (longer "
                 "than the destination buffer), chain (bad NS_MOREFRAG chain), rx (lost by the "
-                "port before the ring), tx (the port failed to send).")
+                "port before the ring), tx (the port failed to send), header (a virtio-net "
+                "header that does not fit its frame), gso (a super-frame that cannot be "
+                "segmented).")
     for name, help_text, _field, _dirs in _RING_COUNTERS[2:]:
         fam.declare(name, "counter", help_text)
 

@@ -24,6 +24,7 @@ SOURCES = (
     "stats.c",
     "region.c",
     "engine.c",
+    "gso.c",
     "port.c",
     "kport.c",
     "eport.c",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nmbridge.counters import DROP_REASONS, RingCounters, Snapshot
+from nmbridge.counters import DROP_REASONS, OFFLOAD_FIELDS, RingCounters, Snapshot
 from nmbridge.export import (
     SCHEMA_VERSION,
     escape_label_value,
@@ -68,7 +68,7 @@ INSTANCE = {"name": str, "pid": int, "live": bool, "state": str, "start_time": f
 PORT = {"index": int, "name": str, "kind": (str, type(None)), "backend": (str, type(None)),
         "role": (str, type(None))}
 COUNTS = {"frames": int, "bytes": int, "drops": int, "drops_by_reason": dict, "tx_full": int,
-          "errors": int}
+          "errors": int, "offloads": dict}
 DIRECTION = {"label": str, "from_port": int, "to_port": (int, type(None)), **COUNTS}
 RING = {"port": int, "port_name": str, "direction": str, "ring": int, "host": bool,
         "syncs": int, **COUNTS}
@@ -99,12 +99,36 @@ def test_json_schema_keys_and_types() -> None:
         for d in inst["directions"]:
             check_shape(d, DIRECTION)
             assert set(d["drops_by_reason"]) == set(DROP_REASONS)
+            assert set(d["offloads"]) == set(OFFLOAD_FIELDS)
             assert d["drops"] == sum(d["drops_by_reason"].values())
         for r in inst["rings"]:
             check_shape(r, RING)
+            assert set(r["offloads"]) == set(OFFLOAD_FIELDS)
             assert r["direction"] in ("rx", "tx")
             assert set(r["drops_by_reason"]) == set(DROP_REASONS)
             assert r["drops"] == sum(r["drops_by_reason"].values())
+
+
+def test_offload_counters_of_a_direction_come_from_both_ports() -> None:
+    """Super-frames segmented count where they came in, segments and checksums where they
+    left; the header and gso drops are the RX side's."""
+    rings = [
+        RingCounters(0, "rx", 0, False, {**values(frames=3), "gso_frames": 2, "drop_header": 1,
+                                         "drop_gso": 4}),
+        RingCounters(0, "tx", 0, False, {**values(), "gso_segments": 99, "csum_sw": 99}),
+        RingCounters(1, "rx", 0, False, {**values(), "gso_frames": 50}),
+        RingCounters(1, "tx", 0, False, {**values(frames=90), "gso_segments": 88, "csum_sw": 7}),
+    ]
+    doc = instance_dict(snapshot(rings=rings), NOW_NS)
+    first = doc["directions"][0]
+    assert first["offloads"] == {"gso_frames": 2, "gso_segments": 88, "csum_sw": 7}
+    assert first["drops_by_reason"]["header"] == 1
+    assert first["drops_by_reason"]["gso"] == 4
+    assert first["drops"] == 5
+    text = prometheus_text([snapshot(rings=rings)])
+    assert 'nmbridge_gso_segments_total{instance="eth0",port="netmap:eth0^",ring="0",' \
+        'direction="tx"} 88' in text
+    assert 'reason="header"} 1' in text
 
 
 def test_json_values() -> None:
@@ -119,8 +143,9 @@ def test_json_values() -> None:
         "label": "wire->host", "from_port": 0, "to_port": 1,
         # both RX rings of port 0; tx drops from port 1's TX ring; errors from both sides
         "frames": 15, "bytes": 1500, "drops": 1 + 2 + 3 + 20,
-        "drops_by_reason": {"oversize": 1, "chain": 2, "rx": 3, "tx": 20},
+        "drops_by_reason": {"oversize": 1, "chain": 2, "rx": 3, "tx": 20, "header": 0, "gso": 0},
         "tx_full": 4, "errors": 1 + 2,
+        "offloads": {"gso_frames": 0, "gso_segments": 0, "csum_sw": 0},
     }
     assert host_to_wire["label"] == "host->wire"
     assert (host_to_wire["frames"], host_to_wire["drops"]) == (7, 6)
@@ -128,8 +153,9 @@ def test_json_values() -> None:
     assert host_rx == {
         "port": 1, "port_name": "netmap:eth0^", "direction": "rx", "ring": 2, "host": True,
         "frames": 7, "bytes": 700, "drops": 0,
-        "drops_by_reason": {"oversize": 0, "chain": 0, "rx": 0, "tx": 0},
+        "drops_by_reason": {"oversize": 0, "chain": 0, "rx": 0, "tx": 0, "header": 0, "gso": 0},
         "tx_full": 0, "syncs": 2, "errors": 0,
+        "offloads": {"gso_frames": 0, "gso_segments": 0, "csum_sw": 0},
     }
 
 
@@ -181,6 +207,9 @@ def test_prometheus_parses_with_the_reference_parser() -> None:
         "nmbridge_tx_full": "counter",
         "nmbridge_syncs": "counter",
         "nmbridge_ring_errors": "counter",
+        "nmbridge_gso_frames": "counter",
+        "nmbridge_gso_segments": "counter",
+        "nmbridge_csum_sw": "counter",
     }
     for fam in fams.values():
         assert fam.documentation

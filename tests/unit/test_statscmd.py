@@ -271,7 +271,8 @@ def test_json(capsys: pytest.CaptureFixture[str], stats_dir: Path,
     assert alpha["uptime_seconds"] >= 0
     out_dir, back_dir = alpha["directions"]
     assert (out_dir["frames"], out_dir["bytes"], out_dir["drops"]) == (100, 6400, 7)
-    assert out_dir["drops_by_reason"] == {"oversize": 0, "chain": 0, "rx": 2, "tx": 5}
+    assert out_dir["drops_by_reason"] == {"oversize": 0, "chain": 0, "rx": 2, "tx": 5,
+                                          "header": 0, "gso": 0}
     assert out_dir["tx_full"] == 1
     assert (back_dir["frames"], back_dir["drops"]) == (30, 0)
     assert [r["frames"] for r in alpha["rings"]] == [100, 30, 30, 100]

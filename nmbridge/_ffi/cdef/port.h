@@ -9,6 +9,8 @@ struct nmb_port {
 	int fd;
 	int ifindex;
 	int link_down;
+	uint32_t hdr_len;
+	uint32_t offloads;
 	struct netmap_if *nifp;
 	struct nmb_region *region;
 	uint32_t ntx, nrx;

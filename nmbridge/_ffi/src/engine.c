@@ -1,6 +1,8 @@
 #include <string.h>
+#include <sys/uio.h>
 
 #include "engine.h"
+#include "eport.h"
 
 /*
  * Walk the chain that starts at slot i: returns its slot count, or 0 if
@@ -178,6 +180,256 @@ static int in_ring(const struct netmap_ring *ring, uint32_t head, uint32_t tail)
 	return head < ring->num_slots && tail < ring->num_slots;
 }
 
+/* ------------------------------------------------------------ translation */
+
+/*
+ * Between ports whose frames differ (offload.h, struct nmb_xlate): each frame
+ * is copied, its header taken off or put on, its checksum finished or the
+ * super-frame segmented where the TX side cannot take them. One frame at a
+ * time, never split: a frame whose output does not fit the TX ring's free
+ * slots waits, as a chain does.
+ */
+
+/* the offload a header asks of the TX side (NMB_OFL_*), 0 for none, -1 for one nobody takes */
+static int offload_needed(const struct nmb_vnet_hdr *vh)
+{
+	int need = (vh->flags & NMB_VNET_F_NEEDS_CSUM) ? NMB_OFL_CSUM : 0;
+
+	switch (vh->gso_type & ~NMB_VNET_GSO_ECN) {
+	case NMB_VNET_GSO_NONE:
+		return need;
+	case NMB_VNET_GSO_TCPV4:
+		need |= NMB_OFL_TSO4;
+		break;
+	case NMB_VNET_GSO_TCPV6:
+		need |= NMB_OFL_TSO6;
+		break;
+	case NMB_VNET_GSO_UDP_L4:
+		need |= NMB_OFL_USO;
+		break;
+	default:
+		return -1;
+	}
+	if (vh->gso_type & NMB_VNET_GSO_ECN)
+		need |= NMB_OFL_TSO_ECN;
+	return need;
+}
+
+/*
+ * The frame of n slots at slot i as iovs (its header, hdr bytes, left out and
+ * copied to *vh, zero when there is none). Returns 0, -1 if a slot says it
+ * holds more than its buffer, -2 if the first is shorter than the header.
+ */
+static int frame_iov(const struct netmap_ring *rx, uint32_t i, uint32_t n, uint32_t hdr,
+		     struct iovec *iov, struct nmb_frame_in *f, struct nmb_vnet_hdr *vh)
+{
+	f->iov = iov;
+	f->niov = (int)n;
+	f->len = 0;
+	memset(vh, 0, sizeof(*vh));
+	for (uint32_t k = 0; k < n; k++, i = nmb_ring_next(rx, i)) {
+		const struct netmap_slot *s = &rx->slot[i];
+		char *buf = nmb_slot_buf(rx, s->buf_idx);
+		uint32_t skip = k == 0 ? hdr : 0;
+
+		if (s->len > rx->nr_buf_size)
+			return -1;
+		if (s->len < skip)
+			return -2;
+		if (k == 0 && hdr > 0)
+			memcpy(vh, buf, hdr < sizeof(*vh) ? hdr : sizeof(*vh));
+		iov[k].iov_base = buf + skip;
+		iov[k].iov_len = s->len - skip;
+		f->len += s->len - skip;
+	}
+	return 0;
+}
+
+/* Writes a frame's bytes into consecutive TX slots, each buffer filled before the next. */
+struct slot_writer {
+	struct netmap_ring *ring;
+	uint32_t slot; /* the slot being filled */
+	uint32_t off;  /* bytes in it so far */
+};
+
+static void write_bytes(struct slot_writer *w, const void *src, uint32_t len)
+{
+	const char *p = src;
+	uint32_t bs = w->ring->nr_buf_size;
+
+	while (len > 0) {
+		struct netmap_slot *s = &w->ring->slot[w->slot];
+		uint32_t piece = bs - w->off;
+
+		if (piece == 0) {
+			s->flags = NS_MOREFRAG;
+			w->slot = nmb_ring_next(w->ring, w->slot);
+			w->off = 0;
+			continue;
+		}
+		if (piece > len)
+			piece = len;
+		memcpy(nmb_slot_buf(w->ring, w->ring->slot[w->slot].buf_idx) + w->off, p, piece);
+		w->off += piece;
+		s->len = (uint16_t)w->off;
+		s->flags = 0;
+		p += piece;
+		len -= piece;
+	}
+}
+
+/* the slots a frame of len bytes takes in buffers of bs */
+static uint32_t slots_for(uint32_t len, uint32_t bs)
+{
+	return len == 0 ? 1 : (len + bs - 1) / bs;
+}
+
+enum xlate_result { XL_SENT, XL_WAIT, XL_DROPPED };
+
+/*
+ * Copy the frame f (its header vh) to the TX ring at *txh behind dst_hdr
+ * bytes of header: the header as it is, less what the TX side does not take
+ * (a checksum it cannot finish is finished here).
+ */
+static enum xlate_result copy_frame(const struct nmb_xlate *x, const struct nmb_frame_in *f,
+				    struct nmb_vnet_hdr vh, struct netmap_ring *tx, uint32_t *txh,
+				    uint32_t *tx_room, struct nmb_ring_stats *rxs,
+				    struct nmb_ring_stats *txs)
+{
+	uint32_t bs = tx->nr_buf_size, total = x->dst_hdr + f->len;
+	uint32_t n = slots_for(total, bs), first = *txh;
+	struct slot_writer w = {tx, first, 0};
+	int finish = (vh.flags & NMB_VNET_F_NEEDS_CSUM) && !(x->dst_offloads & NMB_OFL_CSUM);
+
+	if (n > NETMAP_MAX_FRAGS || n > tx->num_slots - 1) {
+		rxs->drop_chain++;
+		return XL_DROPPED;
+	}
+	if (n > *tx_room) {
+		rxs->txfull++;
+		return XL_WAIT;
+	}
+	if (finish)
+		vh.flags &= (uint8_t)~NMB_VNET_F_NEEDS_CSUM;
+	tx->slot[first].len = 0;
+	tx->slot[first].flags = 0;
+	if (x->dst_hdr > 0) {
+		uint8_t head[NMB_VNET_HDR_MRG_LEN] = {0};
+
+		memcpy(head, &vh, sizeof(vh));
+		write_bytes(&w, head, x->dst_hdr);
+	}
+	for (int k = 0; k < f->niov; k++)
+		write_bytes(&w, f->iov[k].iov_base, (uint32_t)f->iov[k].iov_len);
+	if (finish) {
+		if (nmb_eport_complete_csum(tx, first, total, x->dst_hdr + vh.csum_start,
+					    vh.csum_offset) < 0) {
+			rxs->drop_header++; /* a header not checked that does not fit */
+			return XL_DROPPED;
+		}
+		txs->csum_sw++;
+	}
+	*txh = (first + n) % tx->num_slots;
+	*tx_room -= n;
+	txs->frames++;
+	txs->bytes += f->len;
+	return XL_SENT;
+}
+
+/* One frame of n slots at rx slot i, as the TX side takes it. */
+static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct netmap_ring *rx,
+				     uint32_t i, uint32_t n, struct netmap_ring *tx, uint32_t *txh,
+				     uint32_t *tx_room, struct nmb_ring_stats *rxs,
+				     struct nmb_ring_stats *txs)
+{
+	struct iovec iov[NETMAP_MAX_FRAGS];
+	struct nmb_frame_in f;
+	struct nmb_vnet_hdr vh;
+	int need;
+
+	int bad = frame_iov(rx, i, n, x->src_hdr, iov, &f, &vh);
+
+	if (bad == -1) {
+		rxs->drop_oversize++;
+		return XL_DROPPED;
+	}
+	if (bad == -2 || (x->src_hdr > 0 && x->check && nmb_vnet_check(&vh, &f) < 0)) {
+		rxs->drop_header++;
+		return XL_DROPPED;
+	}
+	need = offload_needed(&vh);
+	if (need < 0) {
+		rxs->drop_gso++;
+		return XL_DROPPED;
+	}
+	/* a super-frame the TX side cannot take whole is segmented here */
+	if (vh.gso_type != NMB_VNET_GSO_NONE && (x->dst_hdr == 0 || (need & ~(int)x->dst_offloads))) {
+		struct nmb_tx_out out = {tx, *txh, *tx_room, x->dst_hdr, 0};
+		uint32_t want = 0;
+		int segs = nmb_gso_segment(&vh, &f, &out, &want);
+
+		if (segs == 0 && want <= tx->num_slots - 1) {
+			rxs->txfull++;
+			return XL_WAIT;
+		}
+		if (segs <= 0) {
+			rxs->drop_gso++;
+			return XL_DROPPED;
+		}
+		*txh = out.head;
+		*tx_room = out.room;
+		rxs->gso_frames++;
+		txs->gso_segments += (uint64_t)segs;
+		txs->frames += (uint64_t)segs;
+		txs->bytes += out.bytes;
+		return XL_SENT;
+	}
+	return copy_frame(x, &f, vh, tx, txh, tx_room, rxs, txs);
+}
+
+static uint32_t ring_xlate(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
+			   struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
+			   struct nmb_ring_stats *txs)
+{
+	uint32_t rxh = rx->head, rxt = rx->tail;
+	uint32_t txh = tx->head, txt = tx->tail;
+	uint32_t tx_room = nmb_ring_dist(tx, txh, txt), frames = 0;
+	int chain_waits = 0;
+
+	if (!in_ring(rx, rxh, rxt) || !in_ring(tx, txh, txt))
+		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
+	rxh = discard_rest(rx, rxh, rxt, st);
+	while (frames < limit && rxh != rxt) {
+		uint64_t len;
+		int oversize;
+		uint32_t n = chain_at(rx, rxh, rxt, UINT32_MAX, &len, &oversize);
+		enum xlate_result r;
+
+		if (n == 0) {
+			chain_waits = chain_waits_at(rx, &rxh, rxt, st, rxs);
+			break;
+		}
+		if (n > NETMAP_MAX_FRAGS) {
+			rxs->drop_chain++;
+			rxh = advance(rx, rxh, n);
+			continue;
+		}
+		r = xlate_frame(st->xlate, rx, rxh, n, tx, &txh, &tx_room, rxs, txs);
+		if (r == XL_WAIT)
+			break;
+		rxh = advance(rx, rxh, n);
+		if (r == XL_SENT) {
+			frames++;
+			rxs->bytes += len - st->xlate->src_hdr;
+		}
+	}
+	rx->head = rxh;
+	rx->cur = chain_waits ? rxt : rxh;
+	tx->head = tx->cur = txh;
+	rxs->frames += frames;
+	return frames;
+}
+
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
 		       int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
 		       struct nmb_ring_stats *txs)
@@ -190,6 +442,8 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	uint64_t bytes = 0;
 	int chain_waits = 0;
 
+	if (st->xlate != NULL)
+		return ring_xlate(rx, tx, limit, st, rxs, txs);
 	if (!in_ring(rx, rxh, rxt) || !in_ring(tx, txh, txt))
 		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
 	rxh = discard_rest(rx, rxh, rxt, st);
@@ -235,6 +489,7 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	rx->head = rxh;
 	rx->cur = chain_waits ? rxt : rxh;
 	tx->head = tx->cur = txh;
+	bytes -= (uint64_t)frames * st->hdr; /* Ethernet bytes: the headers are not counted */
 	rxs->frames += frames;
 	rxs->bytes += bytes;
 	txs->frames += frames;

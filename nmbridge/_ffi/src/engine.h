@@ -20,6 +20,7 @@
  */
 struct nmb_rx_state {
 	uint32_t discard;
+	uint32_t hdr;                  /* header bytes in front of each frame: not counted as bytes */
 	const struct nmb_xlate *xlate; /* NULL: frames move untouched (offload.h) */
 };
 

@@ -68,20 +68,28 @@ int nmb_ifname_index(const char *name)
 	return (int)if_nametoindex(name);
 }
 
+uint32_t nmb_eport_max_rx(const struct nmb_port *p)
+{
+	/* with headers, the kernel hands over super-frames whatever the MTU */
+	uint32_t frame = p->hdr_len > 0 && p->max_frame < NMB_GSO_MAX_FRAME ? NMB_GSO_MAX_FRAME
+									    : p->max_frame;
+
+	return frame + p->hdr_len;
+}
+
 int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame)
 {
 	uint32_t buf_size = p->region->buf_size;
 
 	p->max_frame = max_frame;
-	p->frags = (max_frame + buf_size - 1) / buf_size;
+	p->frags = (nmb_eport_max_rx(p) + buf_size - 1) / buf_size;
 	if (p->frags == 0)
 		p->frags = 1;
 	if (p->frags > NETMAP_MAX_FRAGS || p->frags > p->region->num_slots / 2)
 		return -EINVAL;
 	p->msgs = calloc(NMB_BATCH, sizeof(*p->msgs));
 	p->iovs = calloc((size_t)NMB_BATCH * (p->frags + 1), sizeof(*p->iovs));
-	p->vnet_hdrs = calloc(NMB_BATCH, sizeof(*p->vnet_hdrs));
-	if (p->msgs == NULL || p->iovs == NULL || p->vnet_hdrs == NULL)
+	if (p->msgs == NULL || p->iovs == NULL)
 		return -ENOMEM;
 	return 0;
 }
@@ -190,6 +198,51 @@ int nmb_iov_insert(const struct iovec *iov, int niov, uint32_t len, uint32_t at,
 	return 0;
 }
 
+/*
+ * The frame of len bytes (its header included) laid over the slots of ring
+ * from first on: whether its header fits it. Counts what it drops.
+ */
+int nmb_eport_frame_ok(const struct nmb_port *p, struct netmap_ring *ring, uint32_t first,
+		       uint32_t len, struct nmb_ring_stats *rxs)
+{
+	struct iovec iov[NETMAP_MAX_FRAGS];
+	struct nmb_frame_in f;
+	struct nmb_vnet_hdr vh;
+	uint32_t bs = ring->nr_buf_size, hdr = p->hdr_len, n;
+
+	if (hdr == 0)
+		return 1;
+	if (len < hdr + 14) {
+		rxs->drop_header++;
+		return 0;
+	}
+	memcpy(&vh, nmb_slot_buf(ring, ring->slot[first].buf_idx), sizeof(vh));
+	/* only a super-frame may be longer than the interface's frames (in whole buffers) */
+	if (vh.gso_type == NMB_VNET_GSO_NONE && len - hdr > (p->max_frame + bs - 1) / bs * bs) {
+		rxs->drop_oversize++;
+		return 0;
+	}
+	/* the usual case, a frame asking nothing, without walking it */
+	if (vh.flags == 0 && vh.gso_type == NMB_VNET_GSO_NONE && vh.hdr_len <= len - hdr)
+		return 1;
+	n = (len + bs - 1) / bs;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t piece = k + 1 < n ? bs : len - k * bs, skip = k == 0 ? hdr : 0;
+		struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, first, k)];
+
+		iov[k].iov_base = nmb_slot_buf(ring, s->buf_idx) + skip;
+		iov[k].iov_len = piece - skip;
+	}
+	f.iov = iov;
+	f.niov = (int)n;
+	f.len = len - hdr;
+	if (nmb_vnet_check(&vh, &f) < 0) {
+		rxs->drop_header++;
+		return 0;
+	}
+	return 1;
+}
+
 int nmb_eport_rx_room(const struct nmb_port *p)
 {
 	const struct netmap_ring *ring = p->rx[0];
@@ -199,33 +252,29 @@ int nmb_eport_rx_room(const struct nmb_port *p)
 	return ring->num_slots - 1 - busy >= p->frags;
 }
 
-/* Point message m at the free slots it may fill, a frame's worth from hwtail on. */
-static void rx_prepare_msg(struct nmb_port *p, uint32_t m)
+/*
+ * Point message m at the free slots from slot first on, a frame's worth (its
+ * header lands at the start of the first).
+ */
+void nmb_eport_rx_prepare(struct nmb_port *p, uint32_t m, uint32_t first)
 {
 	struct netmap_ring *ring = p->rx[0];
-	const struct nmb_kring *kr = &p->krx[0];
 	struct iovec *iov = &p->iovs[m * (p->frags + 1)];
 	uint32_t k = 0;
 
-	if (p->vnet) {
-		iov[k].iov_base = &p->vnet_hdrs[m];
-		iov[k++].iov_len = sizeof(p->vnet_hdrs[m]);
-	}
 	for (uint32_t f = 0; f < p->frags; f++) {
-		struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, kr->hwtail, m * p->frags + f)];
+		struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, first, f)];
 		iov[k].iov_base = nmb_slot_buf(ring, s->buf_idx);
 		iov[k++].iov_len = ring->nr_buf_size;
 	}
-	if (k <= p->frags) {
-		/*
-		 * A TAP read cuts a frame longer than the buffers (its MTU raised
-		 * after the port opened) to their size and says nothing: a byte
-		 * more of room shows it, and the frame is dropped as oversize
-		 * instead of forwarded cut short.
-		 */
-		iov[k].iov_base = rx_overflow;
-		iov[k++].iov_len = sizeof(rx_overflow);
-	}
+	/*
+	 * A read cuts a frame longer than the buffers (a TAP's MTU raised after
+	 * the port opened) to their size and says nothing: a byte more of room
+	 * shows it, and the frame is dropped as oversize instead of forwarded
+	 * cut short.
+	 */
+	iov[k].iov_base = rx_overflow;
+	iov[k++].iov_len = sizeof(rx_overflow);
 	memset(&p->msgs[m].msg_hdr, 0, sizeof(p->msgs[m].msg_hdr));
 	p->msgs[m].msg_hdr.msg_iov = iov;
 	p->msgs[m].msg_hdr.msg_iovlen = k;
@@ -234,41 +283,21 @@ static void rx_prepare_msg(struct nmb_port *p, uint32_t m)
 
 /*
  * Whether received message m, laid from slot src on, is a frame to forward:
- * its header sound, not a super-frame, not cut, its checksum finished. *len
- * gets its length without the header, *used its slots. Counts what it drops.
+ * not cut, its header sound. *len gets its length (its header included),
+ * *used its slots. Counts what it drops.
  */
-static int rx_frame_ok(struct nmb_port *p, struct nmb_ring_stats *rxs, int m, uint32_t src,
-		       uint32_t *len, uint32_t *used)
+int nmb_eport_rx_frame_ok(struct nmb_port *p, struct nmb_ring_stats *rxs, int m, uint32_t src,
+			  uint32_t *len, uint32_t *used)
 {
-	const struct nmb_vnet_hdr *vh = &p->vnet_hdrs[m];
 	uint32_t bs = p->rx[0]->nr_buf_size;
 
 	*len = p->msgs[m].msg_len;
-	if (p->vnet) {
-		if (*len < sizeof(*vh)) {
-			rxs->errors++;
-			return 0;
-		}
-		*len -= sizeof(*vh);
-		/* a GSO super-frame is larger than any frame the peer can send */
-		if (vh->gso_type != NMB_VNET_GSO_NONE) {
-			rxs->drop_oversize++;
-			return 0;
-		}
-	}
 	*used = (*len + bs - 1) / bs;
-	if ((p->msgs[m].msg_hdr.msg_flags & MSG_TRUNC) || *len == 0 || *used > p->frags) {
+	if ((p->msgs[m].msg_hdr.msg_flags & MSG_TRUNC) || *len <= p->hdr_len || *used > p->frags) {
 		rxs->drop_oversize++;
 		return 0;
 	}
-	if (p->vnet && (vh->flags & NMB_VNET_F_NEEDS_CSUM)) {
-		/* a frame sent on this host with its checksum left to the NIC: finish it */
-		if (nmb_eport_complete_csum(p->rx[0], src, *len, vh->csum_start, vh->csum_offset) < 0) {
-			rxs->errors++;
-			return 0;
-		}
-	}
-	return 1;
+	return nmb_eport_frame_ok(p, p->rx[0], src, *len, rxs);
 }
 
 /* Move a frame of used slots from src to dst (buffer swaps); returns the slot after it. */
@@ -304,7 +333,7 @@ static uint32_t rx_place(struct nmb_port *p, struct nmb_ring_stats *rxs, int got
 	for (int m = 0; m < got; m++) {
 		uint32_t src = ring_add(ring->num_slots, hwtail, (uint32_t)m * p->frags), len, used;
 
-		if (rx_frame_ok(p, rxs, m, src, &len, &used))
+		if (nmb_eport_rx_frame_ok(p, rxs, m, src, &len, &used))
 			dst = rx_place_frame(ring, src, dst, len, used);
 	}
 	return dst;
@@ -330,7 +359,7 @@ int nmb_eport_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	if (nmsg == 0)
 		return 0;
 	for (uint32_t m = 0; m < nmsg; m++)
-		rx_prepare_msg(p, m);
+		nmb_eport_rx_prepare(p, m, ring_add(ring->num_slots, kr->hwtail, m * p->frags));
 	got = p->ops->recv(p, p->msgs, nmsg);
 	p->rx_more = got == (int)nmsg; /* a full batch: there may be more */
 	if (got < 0) {
@@ -425,7 +454,21 @@ void nmb_eport_close(struct nmb_port *p)
 		p->ops->close(p);
 }
 
-enum tx_chain { TX_CHAIN_OPEN, TX_CHAIN_BAD, TX_CHAIN_OK };
+/*
+ * Whether a frame of total bytes (its header included) in iov is one the
+ * port may send: no shorter than an Ethernet header, no longer than its
+ * interface passes (a super-frame: than the kernel segments).
+ */
+static int tx_frame_fits(const struct nmb_port *p, const struct iovec *iov, uint32_t total)
+{
+	uint32_t hdr = p->hdr_len, limit = p->max_frame;
+
+	if (total < hdr + 14 || iov[0].iov_len < hdr)
+		return 0;
+	if (hdr > 0 && ((const struct nmb_vnet_hdr *)iov[0].iov_base)->gso_type != NMB_VNET_GSO_NONE)
+		limit = NMB_GSO_MAX_FRAME;
+	return total - hdr <= limit;
+}
 
 /*
  * The chain that starts at slot i of the TX ring, as far as head: its slots
@@ -433,7 +476,7 @@ enum tx_chain { TX_CHAIN_OPEN, TX_CHAIN_BAD, TX_CHAIN_OK };
  * last slot is not there yet. *end gets the slot after it, *cnt its slots and
  * *total its bytes.
  */
-static enum tx_chain tx_chain_at(const struct nmb_port *p, uint32_t i, uint32_t head,
+enum tx_chain nmb_eport_tx_chain(const struct nmb_port *p, uint32_t i, uint32_t head,
 				 struct iovec *iov, uint32_t *end, uint32_t *cnt, uint32_t *total)
 {
 	const struct netmap_ring *ring = p->tx[0];
@@ -456,7 +499,7 @@ static enum tx_chain tx_chain_at(const struct nmb_port *p, uint32_t i, uint32_t 
 		i = nmb_ring_next(ring, i);
 		*end = i;
 		if (!(s->flags & NS_MOREFRAG))
-			return bad ? TX_CHAIN_BAD : TX_CHAIN_OK;
+			return bad || !tx_frame_fits(p, iov, *total) ? TX_CHAIN_BAD : TX_CHAIN_OK;
 		if (*cnt > NETMAP_MAX_FRAGS)
 			/* a chain that never ends: what there is goes, as the engine does */
 			return TX_CHAIN_BAD;
@@ -472,16 +515,16 @@ static uint32_t tx_gather(struct nmb_port *p, struct nmb_ring_stats *txs, uint32
 			  uint32_t *slots_of)
 {
 	struct nmb_kring *kr = &p->ktx[0];
-	uint32_t nmsg = 0, cur = kr->hwcur, iovi = 0, skip = p->vnet ? 1 : 0;
+	uint32_t nmsg = 0, cur = kr->hwcur, iovi = 0;
 
 	while (nmsg < NMB_BATCH && cur != head) {
 		struct iovec *iov = &p->iovs[iovi];
 		uint32_t end, cnt, total;
-		enum tx_chain c = tx_chain_at(p, cur, head, iov + skip, &end, &cnt, &total);
+		enum tx_chain c = nmb_eport_tx_chain(p, cur, head, iov, &end, &cnt, &total);
 
 		if (c == TX_CHAIN_OPEN)
 			break; /* the rest of the chain is not there yet */
-		if (c == TX_CHAIN_BAD || total > p->max_frame) {
+		if (c == TX_CHAIN_BAD) {
 			/*
 			 * Dropped whole, every slot of it, and counted once: a frame
 			 * over the interface's MTU (a TAP would take it), or one it
@@ -495,19 +538,11 @@ static uint32_t tx_gather(struct nmb_port *p, struct nmb_ring_stats *txs, uint32
 			cur = end;
 			continue;
 		}
-		if (skip) {
-			/* no offload asked; hdr_len = the whole frame: the kernel copies it once */
-			struct nmb_vnet_hdr *vh = &p->vnet_hdrs[nmsg];
-			memset(vh, 0, sizeof(*vh));
-			vh->hdr_len = (uint16_t)(total < 65535 ? total : 65535);
-			iov[0].iov_base = vh;
-			iov[0].iov_len = sizeof(*vh);
-		}
 		memset(&p->msgs[nmsg].msg_hdr, 0, sizeof(p->msgs[nmsg].msg_hdr));
 		p->msgs[nmsg].msg_hdr.msg_iov = iov;
-		p->msgs[nmsg].msg_hdr.msg_iovlen = cnt + skip;
+		p->msgs[nmsg].msg_hdr.msg_iovlen = cnt;
 		slots_of[nmsg] = cnt;
-		iovi += cnt + skip;
+		iovi += cnt;
 		nmsg++;
 		cur = end;
 	}

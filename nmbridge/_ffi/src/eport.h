@@ -40,6 +40,15 @@ struct nmb_eport_ops {
 
 /* helpers for the kinds */
 int nmb_eport_alloc_batch(struct nmb_port *p, uint32_t max_frame);
+uint32_t nmb_eport_max_rx(const struct nmb_port *p); /* the longest frame it receives, header included */
+void nmb_eport_rx_prepare(struct nmb_port *p, uint32_t m, uint32_t first);
+int nmb_eport_rx_frame_ok(struct nmb_port *p, struct nmb_ring_stats *rxs, int m, uint32_t src,
+			  uint32_t *len, uint32_t *used);
+int nmb_eport_frame_ok(const struct nmb_port *p, struct netmap_ring *ring, uint32_t first,
+		       uint32_t len, struct nmb_ring_stats *rxs);
+enum tx_chain { TX_CHAIN_OPEN, TX_CHAIN_BAD, TX_CHAIN_OK };
+enum tx_chain nmb_eport_tx_chain(const struct nmb_port *p, uint32_t i, uint32_t head,
+				 struct iovec *iov, uint32_t *end, uint32_t *cnt, uint32_t *total);
 int nmb_ifname_index(const char *name); /* 0 if there is no such interface */
 int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len,
 			    uint32_t start, uint32_t offset);

@@ -3,9 +3,14 @@
  *
  * Receive: a TPACKET_V2 ring (a status word per frame: each frame is user
  * space's, and wakes poll(), as soon as the kernel has written it) copied
- * into the netmap RX ring. Transmit: a second socket with a TPACKET_V2 TX
- * ring, qdisc bypass and PACKET_VNET_HDR (the kernel then copies each frame
- * once), one send() per batch. Where the rings cannot be set up,
+ * into the netmap RX ring, its virtio-net header (PACKET_VNET_HDR) in front.
+ * The ring's frames are sized for the MTU: a super-frame (GSO, up to 64 KiB)
+ * arrives cut there, marked TP_STATUS_COPY, and whole in the socket's queue
+ * (PACKET_COPY_THRESH), read from there into a chain of slots. Transmit: a
+ * second socket with a TPACKET_V2 TX ring, qdisc bypass and PACKET_VNET_HDR
+ * (the kernel then copies each frame once), one send() per batch; a
+ * super-frame, too large for the ring's frames, goes by sendmsg() once the
+ * frames before it are sent. Where the rings cannot be set up,
  * recvmmsg/sendmmsg into the netmap buffers serve.
  */
 #include <arpa/inet.h>
@@ -154,6 +159,24 @@ static int setup_tx_ring(struct nmb_port *p, struct nmb_packet_rings *pk, int if
 	return bind_to(fd, ifindex, 0);
 }
 
+/*
+ * A super-frame does not fit the RX ring's MTU-sized frames: the kernel then
+ * queues it whole on the socket as well (PACKET_COPY_THRESH), with its VLAN
+ * tag in the auxdata, for rx_copied to read.
+ */
+static int setup_copies(struct nmb_port *p, struct nmb_packet_rings *pk)
+{
+	int rc;
+
+	pk->aux = calloc(1, sizeof(*pk->aux));
+	if (pk->aux == NULL)
+		return -ENOMEM;
+	if ((rc = set_int(p->fd, SOL_PACKET, PACKET_AUXDATA, 1)) < 0 ||
+	    (rc = set_int(p->fd, SOL_PACKET, PACKET_COPY_THRESH, 1)) < 0)
+		return rc;
+	return 0;
+}
+
 static void packet_close(struct nmb_port *p)
 {
 	struct nmb_packet_rings *pk = p->pk;
@@ -183,7 +206,8 @@ static int open_rings(struct nmb_port *p, int ifindex, uint32_t max_frame)
 		return -ENOMEM;
 	pk->max_frame = max_frame;
 	p->pk = pk;
-	if (setup_rx_ring(p, pk) == 0 && setup_tx_ring(p, pk, ifindex) == 0)
+	if (setup_rx_ring(p, pk) == 0 && setup_tx_ring(p, pk, ifindex) == 0 &&
+	    setup_copies(p, pk) == 0)
 		return 0;
 	on = pk->rx_ring_on;
 	packet_close(p); /* unmapped: the ring can be released */
@@ -221,18 +245,29 @@ static int open_batched(struct nmb_port *p)
 	return 0;
 }
 
+/* The virtio-net header of a frame whose VLAN tag was put back: offsets move up with it. */
+static void vnet_tag_moved(struct nmb_vnet_hdr *vh)
+{
+	if ((vh->flags & NMB_VNET_F_NEEDS_CSUM) && vh->csum_start >= 12)
+		vh->csum_start += 4;
+	if (vh->hdr_len >= 12)
+		vh->hdr_len += 4;
+}
+
 /*
  * Put back the VLAN tag the kernel took out of received message m (its
  * auxdata says so), after the MAC addresses: what follows moves up 4 bytes,
- * and a checksum start beyond the addresses with it. A frame with no room for
- * the tag is marked cut (MSG_TRUNC): dropped as oversize, never sent untagged.
+ * and the header's offsets beyond the addresses with it. A frame with no room
+ * for the tag is marked cut (MSG_TRUNC): dropped as oversize, never sent
+ * untagged.
  */
 static void restore_vlan(struct nmb_port *p, struct mmsghdr *msg)
 {
 	struct msghdr *h = &msg->msg_hdr;
 	const struct tpacket_auxdata *aux = NULL;
-	struct nmb_vnet_hdr *vh = p->vnet ? (struct nmb_vnet_hdr *)h->msg_iov[0].iov_base : NULL;
-	uint32_t skip = vh ? sizeof(*vh) : 0, len;
+	uint32_t skip = p->hdr_len, len;
+	struct iovec iov[NETMAP_MAX_FRAGS + 1];
+	int niov = (int)h->msg_iovlen;
 	uint16_t tpid;
 	uint8_t tag[4];
 
@@ -250,14 +285,22 @@ static void restore_vlan(struct nmb_port *p, struct mmsghdr *msg)
 	tag[1] = (uint8_t)tpid;
 	tag[2] = (uint8_t)(aux->tp_vlan_tci >> 8);
 	tag[3] = (uint8_t)aux->tp_vlan_tci;
-	if (nmb_iov_insert(h->msg_iov + (vh ? 1 : 0), (int)h->msg_iovlen - (vh ? 1 : 0), len, 12,
-			   tag, 4) < 0) {
+	/* the frame after its header: the first buffer less the header's bytes */
+	if (niov > NETMAP_MAX_FRAGS + 1 || h->msg_iov[0].iov_len < skip) {
+		h->msg_flags |= MSG_TRUNC;
+		return;
+	}
+	memcpy(iov, h->msg_iov, sizeof(iov[0]) * (size_t)niov);
+	iov[0].iov_base = (uint8_t *)iov[0].iov_base + skip;
+	iov[0].iov_len -= skip;
+	/* the last buffer is the overflow byte: a frame that reaches it is cut anyway */
+	if (nmb_iov_insert(iov, niov - 1, len, 12, tag, 4) < 0) {
 		h->msg_flags |= MSG_TRUNC;
 		return;
 	}
 	msg->msg_len += 4;
-	if (vh && (vh->flags & NMB_VNET_F_NEEDS_CSUM) && vh->csum_start >= 12)
-		vh->csum_start += 4;
+	if (skip > 0)
+		vnet_tag_moved((struct nmb_vnet_hdr *)h->msg_iov[0].iov_base);
 }
 
 static int packet_recv(struct nmb_port *p, struct mmsghdr *msgs, unsigned n)
@@ -344,6 +387,23 @@ static uint32_t packet_rx_discard(struct nmb_port *p)
 	return n;
 }
 
+/* A frame of len bytes read into the slots from first on: their lengths and flags. */
+static uint32_t put_placed(struct netmap_ring *ring, uint32_t first, uint32_t len)
+{
+	uint32_t bs = ring->nr_buf_size, done = 0;
+
+	while (done < len) {
+		struct netmap_slot *s = &ring->slot[first];
+		uint32_t piece = len - done < bs ? len - done : bs;
+
+		s->len = (uint16_t)piece;
+		done += piece;
+		s->flags = done < len ? NS_MOREFRAG : 0;
+		first = nmb_ring_next(ring, first);
+	}
+	return first;
+}
+
 /* copy len bytes into the slots from dst on, NS_MOREFRAG on all but the last */
 static uint32_t put_frame(struct netmap_ring *ring, uint32_t dst, const uint8_t *head,
 			  uint32_t head_len, const uint8_t *rest, uint32_t rest_len)
@@ -374,12 +434,43 @@ static uint32_t put_frame(struct netmap_ring *ring, uint32_t dst, const uint8_t 
 	return dst;
 }
 
+/*
+ * A super-frame the ring holds cut (TP_STATUS_COPY): the whole of it is next
+ * in the socket's queue. Read into the slots from hwtail on, its VLAN tag
+ * put back; returns 0 (placed, or dropped and counted) or -errno.
+ */
+static int rx_copied(struct nmb_port *p, struct nmb_ring_stats *rxs)
+{
+	struct netmap_ring *ring = p->rx[0];
+	struct nmb_kring *kr = &p->krx[0];
+	struct mmsghdr *msg = &p->msgs[0];
+	uint32_t len, used;
+	ssize_t r;
+
+	nmb_eport_rx_prepare(p, 0, kr->hwtail);
+	msg->msg_hdr.msg_control = p->pk->aux[0];
+	msg->msg_hdr.msg_controllen = AUX_SPACE;
+	r = recvmsg(p->fd, &msg->msg_hdr, MSG_DONTWAIT | MSG_TRUNC);
+	if (r < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		rxs->drop_oversize++; /* gone from the queue: only its cut copy came */
+		return 0;
+	}
+	msg->msg_len = (unsigned)r;
+	restore_vlan(p, msg);
+	if (nmb_eport_rx_frame_ok(p, rxs, 0, kr->hwtail, &len, &used))
+		kr->hwtail = put_placed(ring, kr->hwtail, len);
+	return 0;
+}
+
 static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 {
 	struct nmb_packet_rings *pk = p->pk;
 	struct netmap_ring *ring = p->rx[0];
 	struct nmb_kring *kr = &p->krx[0];
 	uint32_t n = ring->num_slots, bs = ring->nr_buf_size, head = ring->head, got = 0;
+	uint32_t hdr = p->hdr_len;
 	struct tpacket2_hdr *h;
 
 	if (head >= n)
@@ -391,17 +482,28 @@ static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		uint32_t room = n - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail);
 		uint32_t len = h->tp_snaplen, first = kr->hwtail, vlan = 0;
 		const uint8_t *frame = (const uint8_t *)h + h->tp_mac;
-		const struct nmb_vnet_hdr *vh = (const struct nmb_vnet_hdr *)(frame - sizeof(*vh));
-		uint8_t tag[16];
+		struct nmb_vnet_hdr vh;
+		uint8_t head_bytes[sizeof(vh) + 16];
 
+		memcpy(&vh, frame - sizeof(vh), sizeof(vh));
 		if (h->tp_status & TP_STATUS_VLAN_VALID)
 			vlan = 4; /* the kernel took the tag out: put it back */
-		if ((len + vlan + bs - 1) / bs > room) {
+		if ((h->tp_len + hdr + vlan + bs - 1) / bs > room) {
 			p->rx_more = 1; /* no room: the frame waits in the socket ring */
 			break;
 		}
-		if (h->tp_len != h->tp_snaplen || len < 14 || len + vlan > p->frags * bs ||
-		    vh->gso_type != NMB_VNET_GSO_NONE) {
+		if (h->tp_status & TP_STATUS_COPY) {
+			int rc = rx_copied(p, rxs);
+
+			rx_advance(pk);
+			if (rc < 0) {
+				ring->tail = kr->hwtail;
+				return rc;
+			}
+			got++;
+			continue;
+		}
+		if (h->tp_len != h->tp_snaplen || len < 14 || len + vlan + hdr > p->frags * bs) {
 			rxs->drop_oversize++;
 			rx_advance(pk);
 			continue;
@@ -409,25 +511,22 @@ static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		if (vlan) {
 			uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->tp_vlan_tpid
 						? h->tp_vlan_tpid : ETH_P_8021Q;
+			uint8_t *tag = head_bytes + hdr;
+
+			vnet_tag_moved(&vh);
+			memcpy(head_bytes, &vh, hdr);
 			memcpy(tag, frame, 12);
 			tag[12] = (uint8_t)(tpid >> 8);
 			tag[13] = (uint8_t)tpid;
 			tag[14] = (uint8_t)(h->tp_vlan_tci >> 8);
 			tag[15] = (uint8_t)h->tp_vlan_tci;
-			kr->hwtail = put_frame(ring, first, tag, 16, frame + 12, len - 12);
+			kr->hwtail = put_frame(ring, first, head_bytes, hdr + 16, frame + 12, len - 12);
 		} else {
-			kr->hwtail = put_frame(ring, first, frame, len, NULL, 0);
+			/* the kernel wrote the header just before the frame */
+			kr->hwtail = put_frame(ring, first, frame - hdr, len + hdr, NULL, 0);
 		}
-		if (vh->flags & NMB_VNET_F_NEEDS_CSUM) {
-			/* a frame sent on this host with its checksum left to the NIC: finish it */
-			uint32_t start = vh->csum_start + (vh->csum_start >= 12 ? vlan : 0);
-			if (nmb_eport_complete_csum(ring, first, len + vlan, start, vh->csum_offset) < 0) {
-				rxs->errors++;
-				kr->hwtail = first;
-				rx_advance(pk);
-				continue;
-			}
-		}
+		if (!nmb_eport_frame_ok(p, ring, first, hdr + len + vlan, rxs))
+			kr->hwtail = first;
 		rx_advance(pk);
 		got++;
 	}
@@ -520,25 +619,71 @@ static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 	return 0;
 }
 
+/*
+ * A frame too large for the socket ring's frames (a super-frame), once the
+ * frames before it are sent: by sendmsg() on the receiving socket, which has
+ * no TX ring. Returns 1 if it is done with (sent, or dropped and counted), 0
+ * to wait (for the frames before it, or for room), or a fatal -errno.
+ */
+static int tx_large(struct nmb_port *p, struct nmb_ring_stats *txs, struct iovec *iov,
+		    uint32_t cnt)
+{
+	struct msghdr msg;
+	int rc;
+
+	if ((rc = tx_kick(p, txs)) < 0)
+		return rc;
+	if (p->pk->tx_unsent > 0)
+		return 0; /* it must not leave before them */
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = iov;
+	msg.msg_iovlen = cnt;
+	if (sendmsg(p->fd, &msg, MSG_DONTWAIT) >= 0)
+		return 1;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ENOBUFS)
+		return 0;
+	if ((rc = packet_classify(p, errno)) < 0)
+		return rc;
+	txs->drop_tx++; /* this frame cannot be sent (link down, refused) */
+	return 1;
+}
+
 static int packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 {
 	struct nmb_packet_rings *pk = p->pk;
 	struct netmap_ring *ring = p->tx[0];
 	struct nmb_kring *kr = &p->ktx[0];
 	uint32_t n = ring->num_slots, head = ring->head, nframes = tx_frames(pk);
-	uint32_t data_off = TPACKET2_HDRLEN - sizeof(struct sockaddr_ll);
+	uint32_t data_off = TPACKET2_HDRLEN - sizeof(struct sockaddr_ll), hdr = p->hdr_len;
+	struct iovec *iov = p->iovs;
 	int rc;
 
 	if (head >= n)
 		return -EINVAL;
 	txs->syncs++;
 	while (kr->hwcur != head) {
-		uint32_t i = kr->hwcur, total = 0, cnt = 0, complete = 0, bad = 0;
+		uint32_t end, cnt, total;
 		struct tpacket2_hdr *fh = tx_frame(pk, pk->tx_next);
 		uint8_t *data = (uint8_t *)fh + data_off;
-		struct nmb_vnet_hdr *vh = (struct nmb_vnet_hdr *)data;
-		uint8_t *out = data + sizeof(*vh);
+		enum tx_chain c = nmb_eport_tx_chain(p, kr->hwcur, head, iov, &end, &cnt, &total);
 
+		if (c == TX_CHAIN_OPEN)
+			break; /* the rest of the chain is not there yet */
+		if (c == TX_CHAIN_BAD) {
+			/* the kernel would skip it without a word (PACKET_LOSS) */
+			txs->drop_tx++;
+			kr->hwcur = end;
+			continue;
+		}
+		if (total > hdr + pk->max_frame) {
+			rc = tx_large(p, txs, iov, cnt);
+			if (rc < 0)
+				return rc;
+			if (rc == 0)
+				break;
+			kr->hwcur = end;
+			continue;
+		}
 		/* a frame is ours to fill when the kernel gave it back and it is not one
 		 * the window of requested frames still holds (the whole ring requested) */
 		if (pk->tx_requested >= nframes ||
@@ -549,39 +694,18 @@ static int packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 			    __atomic_load_n(&fh->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
 				break; /* the socket ring is full: wait for POLLOUT */
 		}
-		/* gather one chain into the socket's frame */
-		while (i != head) {
-			struct netmap_slot *s = &ring->slot[i];
-			cnt++;
-			if (s->buf_idx >= p->region->num_bufs || s->len > ring->nr_buf_size ||
-			    total + s->len > pk->max_frame)
-				bad = 1;
-			else
-				memcpy(out + total, nmb_slot_buf(ring, s->buf_idx), s->len);
-			total += s->len;
-			i = nmb_ring_next(ring, i);
-			if (!(s->flags & NS_MOREFRAG)) {
-				complete = 1;
-				break;
-			}
-			if (cnt > NETMAP_MAX_FRAGS) {
-				bad = 1;
-				complete = 1;
-				break;
-			}
+		kr->hwcur = end;
+		for (uint32_t k = 0, at = 0; k < cnt; at += (uint32_t)iov[k].iov_len, k++)
+			memcpy(data + at, iov[k].iov_base, iov[k].iov_len);
+		if (hdr > 0) {
+			struct nmb_vnet_hdr *vh = (struct nmb_vnet_hdr *)data;
+
+			/* no super-frame: the kernel copies the whole frame at once, and the
+			 * ring's frame is free again as soon as it is sent */
+			if (vh->gso_type == NMB_VNET_GSO_NONE)
+				vh->hdr_len = (uint16_t)(total - hdr);
 		}
-		if (!complete)
-			break; /* the rest of the chain is not there yet */
-		kr->hwcur = i;
-		/* shorter than an Ethernet header: the kernel would skip it without a
-		 * word (PACKET_LOSS), or pad it for a CAP_SYS_RAWIO sender */
-		if (bad || total < ETH_HLEN) {
-			txs->drop_tx++;
-			continue;
-		}
-		memset(vh, 0, sizeof(*vh));
-		vh->hdr_len = (uint16_t)(total < 65535 ? total : 65535);
-		fh->tp_len = total + sizeof(*vh);
+		fh->tp_len = total;
 		__atomic_store_n(&fh->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
 		pk->tx_next = pk->tx_next + 1 == nframes ? 0 : pk->tx_next + 1;
 		pk->tx_requested++;
@@ -631,10 +755,18 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 	/* our own transmissions, and what the host sends out, are not wire input */
 	if ((rc = set_int(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)) < 0)
 		return rc;
-	/* a virtio_net_hdr before each frame: partial checksums can be finished,
-	 * GSO frames told apart, and each sent frame is copied only once */
-	if (set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1) == 0)
-		p->vnet = 1;
+	/*
+	 * A virtio-net header before each frame, both ways: super-frames and
+	 * frames whose checksum is left to finish pass as they are, and the
+	 * kernel segments and finishes what the interface cannot (software GSO);
+	 * each sent frame is copied only once. The same socket sends the
+	 * super-frames too large for the TX ring, past the qdisc as the ring's.
+	 */
+	if (set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1) == 0) {
+		p->hdr_len = NMB_VNET_HDR_LEN;
+		p->offloads = NMB_OFL_ALL;
+		(void)set_int(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1);
+	}
 	if (bufsize > 0) {
 		if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufsize) < 0 &&
 		    (rc = set_int(fd, SOL_SOCKET, SO_RCVBUF, bufsize)) < 0)
@@ -643,7 +775,7 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 		    (rc = set_int(fd, SOL_SOCKET, SO_SNDBUF, bufsize)) < 0)
 			return rc;
 	}
-	rc = use_rings && p->vnet ? open_rings(p, ifindex, max_frame) : 1;
+	rc = use_rings && p->hdr_len > 0 ? open_rings(p, ifindex, max_frame) : 1;
 	if (rc < 0)
 		return rc;
 	if (rc == 0)

@@ -28,6 +28,8 @@ static uint64_t now_ms(void)
 	return now_ns() / 1000000u;
 }
 
+static void plan_xlate(struct nmb_bridge *b, int from);
+
 static int is_emulated(const struct nmb_port *p)
 {
 	return p->kind == NMB_PORT_PACKET || p->kind == NMB_PORT_TAP;
@@ -64,6 +66,8 @@ struct nmb_bridge *nmb_bridge_new(struct nmb_port *a, struct nmb_port *b, uint32
 		return NULL;
 	}
 	br->zerocopy = nmb_bridge_can_zerocopy(br);
+	for (int from = 0; from < 2; from++)
+		plan_xlate(br, from);
 	/* now, not when an interface vanishes: then descriptors may have run out */
 	(void)nmb_ctl_socket();
 	return br;
@@ -76,6 +80,30 @@ void nmb_bridge_free(struct nmb_bridge *b)
 	free(b->stats);
 	free(b->rxstate);
 	free(b);
+}
+
+/*
+ * What the engine does to frames from port `from` to the other: nothing when
+ * both carry the same header and the TX side takes every offload the RX side
+ * may bring; else each frame is translated (engine.c, offload.h). A kernel
+ * port's headers (a VALE port's) come unchecked from its other ports.
+ */
+static void plan_xlate(struct nmb_bridge *b, int from)
+{
+	const struct nmb_port *src = b->port[from], *dst = b->port[1 - from];
+	struct nmb_xlate *x = &b->xlate[from];
+	int check = src->hdr_len > 0 && src->kind == NMB_PORT_KERNEL;
+	int same = src->hdr_len == dst->hdr_len &&
+		   (src->hdr_len == 0 || (dst->offloads & NMB_OFL_ALL) == NMB_OFL_ALL);
+
+	x->src_hdr = src->hdr_len;
+	x->dst_hdr = dst->hdr_len;
+	x->dst_offloads = dst->offloads;
+	x->check = (uint32_t)check;
+	for (uint32_t r = 0; r < src->nrx; r++) {
+		b->rxstate[src->stats_rx + r].hdr = src->hdr_len;
+		b->rxstate[src->stats_rx + r].xlate = same && !check ? NULL : x;
+	}
 }
 
 /* Zero-copy needs every ring of both ports to see one buffer pool. */

@@ -34,6 +34,7 @@ struct nmb_bridge {
 	uint64_t count_limit;     /* stop after this many frames (0: never) */
 	uint64_t forwarded;       /* frames forwarded, both directions */
 	uint32_t next_rx[2];
+	struct nmb_xlate xlate[2]; /* from port i to the other: what the engine does (offload.h) */
 	uint32_t nstats;
 	struct nmb_ring_stats *stats;   /* private; published to shared */
 	struct nmb_rx_state *rxstate;   /* the engine's, indexed as stats (RX rings only) */

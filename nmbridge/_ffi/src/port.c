@@ -25,7 +25,6 @@ void nmb_port_free(struct nmb_port *p)
 		close(p->txfd);
 	free(p->msgs);
 	free(p->iovs);
-	free(p->vnet_hdrs);
 	free(p);
 }
 

@@ -57,8 +57,6 @@ struct nmb_port {
 	struct iovec *iovs;        /* emulated: NMB_BATCH * (frags + 1) */
 	uint32_t hdr_len;          /* 0, or the virtio-net header in front of every frame on its rings */
 	uint32_t offloads;         /* NMB_OFL_*: what its TX takes in those headers */
-	int vnet;                  /* packet ports: frames carry a virtio_net_hdr (PACKET_VNET_HDR) */
-	struct nmb_vnet_hdr *vnet_hdrs; /* NMB_BATCH headers */
 };
 
 struct nmb_port *nmb_port_new(void);
