@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kernel_snippets import VALE_VNET_HDR, check_vale_vnet_hdr
 from test_kernel_errors import VALE_PAIR_ARGS, assert_one_error_line
 
 FakeKernel = Any  # the `fake` fixture's class (tests/kernel/conftest.py)
@@ -88,6 +89,11 @@ def test_bad_values_are_usage_errors(fake: FakeKernel, value: str, phrase: str) 
     run = fake.run_cli([*VALE_PAIR_ARGS, "--vnet-hdr", value])
     assert_one_error_line(run, 2, phrase)
     assert fake.events("register") == []
+
+
+def test_headers_cross_the_switch_as_netmap_translates_them(fake: FakeKernel) -> None:
+    """The snippet test_real_netmap.py runs against the real module too."""
+    check_vale_vnet_hdr(fake.run_py(VALE_VNET_HDR, env={"NMB_T_VALE": "vale0"}).result)
 
 
 def test_the_port_carries_the_length_and_what_vale_takes(fake: FakeKernel) -> None:
