@@ -358,8 +358,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
         rc = lib.nmb_kport_register(cport, hdr)
         if rc < 0:
             raise _register_error(spec, -rc, extmem)
-        if spec.vnet_hdr:
-            _set_vnet_hdr(cport, spec)
+        headerless = _set_vnet_hdr(cport, spec) if spec.vnet_hdr else False
     except BaseException:
         if extmem is not None:
             extmem.release()
@@ -395,7 +394,7 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     if spec.ifname and spec.kind in NIC_KINDS:
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)
-    if spec.vnet_hdr:
+    if headerless:
         _discard_headerless(cport)
     return port
 
@@ -415,11 +414,12 @@ def _port_hdr(cport: Any, spec: PortSpec, reqtype: int, length: int = 0) -> tupl
     return rc, int(body.nr_hdr_len)
 
 
-def _set_vnet_hdr(cport: Any, spec: PortSpec) -> None:
+def _set_vnet_hdr(cport: Any, spec: PortSpec) -> bool:
     """--vnet-hdr: the header length, set once the port is registered (netmap sets it
     only on a VALE port that exists, and the register is what creates one). A port that
     already carries headers of another length (a persistent port, set by the program
-    that made it) is left as it is and refused: others may rely on it."""
+    that made it) is left as it is and refused: others may rely on it. Returns whether
+    the length was set here (what came before it came without headers)."""
     want = spec.vnet_hdr
     rc, have = _port_hdr(cport, spec, lib.NETMAP_REQ_PORT_HDR_GET)
     if rc < 0:
@@ -429,7 +429,7 @@ def _set_vnet_hdr(cport: Any, spec: PortSpec) -> None:
             f"{spec.text}: the port already carries {have}-byte virtio-net headers (set by "
             f"another program); ask for those: --vnet-hdr {spec.text}={have}"
         )
-    if have != want:
+    if have == 0:
         rc, _ = _port_hdr(cport, spec, lib.NETMAP_REQ_PORT_HDR_SET, want)
         if rc == -errno.EINVAL:
             raise KernelRefused(
@@ -439,6 +439,7 @@ def _set_vnet_hdr(cport: Any, spec: PortSpec) -> None:
             raise from_errno(-rc, f"{spec.text}: cannot set a {want}-byte virtio-net header")
     cport.hdr_len = want
     cport.offloads = VALE_OFFLOADS
+    return have == 0
 
 
 #: what a VALE port with headers takes in them: the switch completes checksums and

@@ -176,3 +176,22 @@ result(before=before,
     assert r["set_unbound"] == [0, 12] and r["get"] == [0, 12]
     assert r["get_nic"] == [0, 0] and r["get_missing"][0] == enxio
     assert r["reset"] == [0, 0] and r["after"] == 0 and r["sets"] == 2
+
+
+def test_what_came_before_the_header_is_released_unread(fake: FakeKernel) -> None:
+    """Between the register and PORT_HDR_SET the port receives frames without a
+    header; the open releases what its RX ring holds then (here: frames queued at a
+    port opened without headers, as they would be in that window)."""
+    run = fake.run_py(OPEN + r'''
+a, b = open_with("vale0:a", "vale0:b")
+send(b, [frame(i) for i in range(3)])
+released = eports._discard_headerless(a.c)
+ring = a.c.rx[0]
+assert lib.nmb_kport_rxsync(a.c) == 0
+send(b, [frame(9)])
+result(released=released, left=(ring.tail - ring.head) % ring.num_slots,
+       after=[f.hex() for f in recv(a, 1)], nine=frame(9).hex(), reinits=stat("reinits"))
+''')
+    r = run.result
+    assert r["released"] == 3 and r["left"] == 0
+    assert r["after"] == [r["nine"]] and r["reinits"] == 0
