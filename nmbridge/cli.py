@@ -171,6 +171,11 @@ def cli() -> None:
               show_default=True,
               help="NIC ports: turn the NIC's offloads off while it bridges (netmap mode "
                    "needs them off; what was on comes back at the stop), or keep them.")
+@click.option("--vnet-hdr", "vnet_hdr", multiple=True, metavar="PORT=LEN",
+              callback=lambda _ctx, _param, value: _vnet_hdr(value),
+              help="VALE port PORT (as given with -i) carries a virtio-net header of LEN "
+                   "bytes (10 or 12) in front of each frame, as QEMU's netmap backend "
+                   "sets it: TSO and checksum offload pass through the switch.")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
 def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
@@ -178,7 +183,8 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
                duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
-               offloads: str, verbose: int, quiet: int) -> None:
+               offloads: str, vnet_hdr: tuple[tuple[str, int], ...], verbose: int,
+               quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
@@ -211,9 +217,26 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         busy_poll=busy_poll, poll_timeout_ms=poll_timeout, rx_usecs=rx_usecs,
         duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
-        metrics_listen=metrics_listen, isolate=isolate, offloads=offloads,
+        metrics_listen=metrics_listen, isolate=isolate, offloads=offloads, vnet_hdr=vnet_hdr,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
+
+
+def _vnet_hdr(values: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """PORT=LEN, each: the port name may hold '=' itself (@conf:rings=2), LEN is last."""
+    from nmbridge.portspec import VNET_HDR_LENS
+
+    out = []
+    for value in values:
+        port, equals, length = value.rpartition("=")
+        if not equals or not port:
+            raise click.BadParameter(f"'{value}' is not PORT=LEN (vale0:a=12)")
+        if length not in [str(n) for n in VNET_HDR_LENS]:
+            raise click.BadParameter(
+                f"'{value}': LEN must be 10 (struct virtio_net_hdr) or 12 (with num_buffers)"
+            )
+        out.append((port, int(length)))
+    return tuple(out)
 
 
 def _listen(value: str | None) -> tuple[str, int] | None:

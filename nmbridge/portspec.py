@@ -202,6 +202,9 @@ class PortSpec:
     ring: int | None = None  # the ring of NR_REG_ONE_NIC / NR_REG_ONE_SW
     pipe_id: str | None = None
     vale_switch: str | None = None  # "vale0" for vale0:a
+    #: VALE ports: the virtio-net header length asked with --vnet-hdr (10 or 12), 0 for none;
+    #: not part of the name (libnetmap has no such option), set by the bridge command
+    vnet_hdr: int = 0
 
 
 class _Invalid(Exception):
@@ -633,6 +636,19 @@ def one_way_reason(spec: PortSpec) -> str | None:
         if flag in req.nr_flags:
             return why
     return None
+
+
+#: the virtio-net header lengths netmap sets on a port (NETMAP_REQ_PORT_HDR_SET):
+#: struct virtio_net_hdr, and virtio_net_hdr_mrg_rxbuf (virtio 1.0's, QEMU's usual one)
+VNET_HDR_LENS = (10, 12)
+
+
+def vnet_hdr_refusal(spec: PortSpec) -> str | None:
+    """Why a port cannot be given a virtio-net header, or None if it can: netmap sets
+    one only on VALE ports (NETMAP_REQ_PORT_HDR_SET looks the name up on a switch)."""
+    if spec.kind == "vale":
+        return None
+    return "not a VALE port: netmap sets virtio-net headers only on VALE ports (valeX:PORT)"
 
 
 def share_rings(a: PortSpec, b: PortSpec) -> bool:

@@ -5,6 +5,7 @@ told to stop, flush, close, report. The CLI calls run_bridge(); the demo too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -36,6 +37,7 @@ from nmbridge.portspec import (
     parse_port,
     same_interface,
     share_rings,
+    vnet_hdr_refusal,
 )
 
 #: how long the C loop runs before Python looks at signals, the clock and the links
@@ -65,6 +67,7 @@ class BridgeOptions:
     metrics_listen: tuple[str, int] | None = None  # (address, port) to serve /metrics on
     isolate: bool = False  # packet: ports: their interfaces taken from the host stack
     offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
+    vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
 
 
 @dataclass
@@ -151,7 +154,7 @@ def _opened(specs: list[PortSpec]) -> Iterator[list[Any]]:
 
 def run_bridge(opts: BridgeOptions) -> Totals:
     """Bridge two ports until stopped; returns the final totals."""
-    specs = [parse_port(p) for p in opts.ports]
+    specs = with_vnet_hdr([parse_port(p) for p in opts.ports], opts.vnet_hdr)
     name = opts.name if opts.name is not None else instance_name(opts.ports, opts.roles)
     stats_path(opts.stats_dir, name)  # a bad --name is a usage error before anything is made
     for spec in specs:
@@ -186,6 +189,27 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         except _StoppedEarly:
             terminal.info("nmbridge: stopped (signal) before forwarding")
             return Totals(name, 0.0, 0, {}, "signal")
+
+
+def with_vnet_hdr(specs: list[PortSpec], asked: tuple[tuple[str, int], ...]) -> list[PortSpec]:
+    """The ports, those named by --vnet-hdr PORT=LEN given their header length; a name
+    that is not one of them, twice, or not a VALE port is a usage error."""
+    out = list(specs)
+    seen: set[str] = set()
+    for name, length in asked:
+        where = [i for i, spec in enumerate(specs) if spec.text == name]
+        if not where:
+            ports = " and ".join(spec.text for spec in specs)
+            raise UsageError(f"--vnet-hdr {name}={length}: '{name}' is not a port of this "
+                             f"bridge ({ports}); name it as given with -i")
+        if name in seen:
+            raise UsageError(f"--vnet-hdr: {name} is given twice")
+        seen.add(name)
+        for i in where:
+            if (why := vnet_hdr_refusal(specs[i])) is not None:
+                raise UsageError(f"--vnet-hdr {name}={length}: {name} is {why}")
+            out[i] = dataclasses.replace(specs[i], vnet_hdr=length)
+    return out
 
 
 class _StoppedEarly(BaseException):  # not caught by a handler of Exception on the way
@@ -224,6 +248,10 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
             _opened(specs) as ports:
         serve()
         offloads.announce()
+        for port in ports:
+            if port.c.hdr_len:
+                terminal.info(f"{port.spec.text}: {port.c.hdr_len}-byte virtio-net headers "
+                              "(TSO and checksum offload through the VALE switch)")
         for spec in specs:
             for line in nic.port_warnings(spec, specs):
                 terminal.warn(line)

@@ -351,14 +351,18 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     extmem = _ExtMem(spec, req.extmem) if req.extmem is not None else None
     if extmem is not None:
         hdr.nr_options = int(ffi.cast("uintptr_t", extmem.option))
+    if spec.vnet_hdr:
+        reg.nr_flags |= lib.NR_ACCEPT_VNET_HDR  # a port with headers already takes us
     hdr.nr_body = int(ffi.cast("uintptr_t", reg))
     try:
         rc = lib.nmb_kport_register(cport, hdr)
         if rc < 0:
             raise _register_error(spec, -rc, extmem)
+        headerless = _set_vnet_hdr(cport, spec) if spec.vnet_hdr else False
     except BaseException:
         if extmem is not None:
             extmem.release()
+        ffi.release(cport)  # closes the fd: the kernel unregisters the port
         raise
     port = Port(spec, cport)
     port.reply = RegisterReply.of(reg, int(reg.nr_offset))
@@ -390,7 +394,84 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     if spec.ifname and spec.kind in NIC_KINDS:
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)
+    if headerless:
+        _discard_headerless(cport)
     return port
+
+
+def _port_hdr(cport: Any, spec: PortSpec, reqtype: int, length: int = 0) -> tuple[int, int]:
+    """NETMAP_REQ_PORT_HDR_SET or _GET for the port spec names, asked on cport's control
+    fd (bound or not: netmap looks the port up by name): (0 or -errno, nr_hdr_len)."""
+    assert spec.request is not None
+    hdr = ffi.new("struct nmreq_header *")
+    body = ffi.new("struct nmreq_port_hdr *")
+    hdr.nr_version = lib.NETMAP_API
+    hdr.nr_reqtype = reqtype
+    hdr.nr_name = spec.request.nr_name.encode()
+    body.nr_hdr_len = length
+    hdr.nr_body = int(ffi.cast("uintptr_t", body))
+    rc = lib.nmb_kport_register(cport, hdr)  # NIOCCTRL, whatever the request
+    return rc, int(body.nr_hdr_len)
+
+
+def _set_vnet_hdr(cport: Any, spec: PortSpec) -> bool:
+    """--vnet-hdr: the header length, set once the port is registered (netmap sets it
+    only on a VALE port that exists, and the register is what creates one). A port that
+    already carries headers of another length (a persistent port, set by the program
+    that made it) is left as it is and refused: others may rely on it. Returns whether
+    the length was set here (what came before it came without headers)."""
+    want = spec.vnet_hdr
+    rc, have = _port_hdr(cport, spec, lib.NETMAP_REQ_PORT_HDR_GET)
+    if rc < 0:
+        raise from_errno(-rc, f"{spec.text}: cannot read the port's virtio-net header length")
+    if have not in (0, want):
+        raise KernelRefused(
+            f"{spec.text}: the port already carries {have}-byte virtio-net headers (set by "
+            f"another program); ask for those: --vnet-hdr {spec.text}={have}"
+        )
+    if have == 0:
+        rc, _ = _port_hdr(cport, spec, lib.NETMAP_REQ_PORT_HDR_SET, want)
+        if rc == -errno.EINVAL:
+            raise KernelRefused(
+                f"{spec.text}: the kernel refused a {want}-byte virtio-net header (EINVAL)"
+            )
+        if rc < 0:
+            raise from_errno(-rc, f"{spec.text}: cannot set a {want}-byte virtio-net header")
+    cport.hdr_len = want
+    cport.offloads = VALE_OFFLOADS
+    return have == 0
+
+
+#: what a VALE port with headers takes in them: the switch completes checksums and
+#: segments TCP over IPv4 and IPv6 for its ports without headers (netmap_offloadings.c,
+#: bdg_mismatch_datapath). Not GSO_UDP_L4: the switch drops it as a bad header; not
+#: GSO_ECN: it repeats CWR in every segment, which the kernel's segmentation does not.
+VALE_OFFLOADS = int(lib.NMB_OFL_CSUM | lib.NMB_OFL_TSO4 | lib.NMB_OFL_TSO6)
+
+
+def _discard_headerless(cport: Any) -> int:
+    """Release, unread, what reached the RX rings before the header length was set:
+    those frames carry no header, and read as if they did they would be garbage. The
+    loop has not started: nothing accepted is lost. Returns the slots released."""
+    released = 0
+    lib.nmb_kport_rxsync(cport)
+    for i in range(cport.nrx):
+        ring = cport.rx[i]
+        released += (ring.tail - ring.head) % ring.num_slots
+        ring.head = ring.cur = ring.tail
+    lib.nmb_kport_rxsync(cport)
+    return released
+
+
+def _vnet_hdr_in_use(spec: PortSpec) -> int:
+    """The header length a port carries, asked on a control fd of its own (0 if unknown)."""
+    try:
+        cport = _open_device(spec.text)
+    except NmbridgeError:
+        return 0
+    rc, length = _port_hdr(cport, spec, lib.NETMAP_REQ_PORT_HDR_GET)
+    ffi.release(cport)
+    return length if rc == 0 else 0
 
 
 def _legacy_api() -> int:
@@ -417,6 +498,14 @@ def _register_error(spec: PortSpec, err: int, extmem: _ExtMem | None) -> Nmbridg
         return NoSuchPort(f"{spec.text}: no interface or port '{spec.request.nr_name}'")
     if err == errno.EBUSY:
         return PortBusy(f"{spec.text}: busy (another program has these rings open)")
+    if err == errno.EIO and spec.kind == "vale" and not spec.vnet_hdr:
+        # netmap refuses a register without NR_ACCEPT_VNET_HDR on a port with headers
+        length = _vnet_hdr_in_use(spec)
+        size = f"{length}-byte " if length else ""
+        return KernelRefused(
+            f"{spec.text}: the port carries {size}virtio-net headers (set by another "
+            f"program): open it with --vnet-hdr {spec.text}={length or 'LEN'}"
+        )
     if err == errno.EOPNOTSUPP and extmem is not None:
         return KernelRefused(f"{spec.text}: the kernel refused @extmem (built without it?)")
     if err == errno.EINVAL:

@@ -164,6 +164,7 @@ struct fk_adapter {
 	struct fk_switch *sw;
 	struct fk_adapter *peer;  /* pipes: the other end */
 	int master;               /* pipes: this is NAME{ID */
+	uint32_t hdr_len;         /* VALE: virtio-net header bytes (NETMAP_REQ_PORT_HDR_SET) */
 	struct fk_adapter *next;
 };
 
@@ -238,7 +239,7 @@ static struct {
 	long long opens, registers, register_errors, txsyncs, rxsyncs, polls, reinits;
 	long long tail_restored, bad_slots, link_blocks, link_block_timeouts, mmaps, munmaps;
 	long long wire_tx, wire_rx, host_tx, host_rx, vale_drops, pipe_frames, audit_errors;
-	long long closes;
+	long long closes, port_hdr_sets, vale_hdr_drops, vale_gso_drops;
 } st;
 
 static double now_s(void)
@@ -1116,6 +1117,87 @@ static int rx_put(struct fk_kring *k, const unsigned char *data, uint32_t len, u
 }
 
 static unsigned char frame_buf[FK_MAX_FRAME];
+static unsigned char vale_buf[FK_MAX_FRAME + 12];
+
+/* the internet checksum of [p, p + n), folded and complemented, in the byte order of p */
+static uint16_t csum_fold(const unsigned char *p, uint32_t n)
+{
+	uint32_t sum = 0;
+
+	for (uint32_t i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (n & 1)
+		sum += (uint32_t)p[n - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/*
+ * One frame from VALE port src to port dst, as nm_bdg_flush and
+ * bdg_mismatch_datapath (netmap_offloadings.c) treat the virtio-net headers
+ * when the two ports' lengths differ:
+ *   src 0,  dst N: N zero bytes in front;
+ *   src N,  dst M: the first 10 bytes of src's header, zeros to M;
+ *   src N,  dst 0: the header checked (too short, a flag other than
+ *                  NEEDS_CSUM/DATA_VALID, a gso_type other than NONE, TCPV4,
+ *                  UDP, TCPV6 (ECN bit aside): dropped, no word said), the
+ *                  checksum NEEDS_CSUM asks for completed, the header cut off.
+ * A super-frame (gso_type not NONE) into a port without headers is segmented
+ * by the module; the fake does not model that: it drops it and counts it.
+ */
+static void vale_deliver(struct fk_adapter *src, struct fk_adapter *dst,
+			 const unsigned char *f, uint32_t len)
+{
+	uint32_t sh = src->hdr_len, dh = dst->hdr_len, out = len;
+	const unsigned char *data = f;
+
+	if (sh != dh) {
+		if (sh && !dh) {
+			const unsigned char *vh = f;
+			uint8_t gso = vh[1] & (uint8_t)~0x80;
+			if (len < sh || (vh[0] & ~(1 | 2)) || (gso != 0 && gso != 1 && gso != 3 &&
+								gso != 4)) {
+				st.vale_hdr_drops++;
+				fk_log("vale-drop from=%s to=%s why=header", src->name, dst->name);
+				return;
+			}
+			if (gso != 0) {
+				st.vale_gso_drops++;
+				fk_log("vale-drop from=%s to=%s why=gso-not-modelled", src->name,
+				       dst->name);
+				return;
+			}
+			out = len - sh;
+			memcpy(vale_buf, f + sh, out);
+			if (vh[0] & 1) { /* NEEDS_CSUM; 16-bit fields little-endian */
+				uint32_t start = (uint32_t)(vh[6] | vh[7] << 8);
+				uint32_t off = (uint32_t)(vh[8] | vh[9] << 8);
+				if (start + off + 2 <= out && start < out) {
+					uint16_t c = csum_fold(vale_buf + start, out - start);
+					vale_buf[start + off] = (unsigned char)(c >> 8);
+					vale_buf[start + off + 1] = (unsigned char)c;
+				} else {
+					fk_log("vale-csum from=%s invalid start=%u offset=%u len=%u",
+					       src->name, start, off, out);
+				}
+			}
+		} else {
+			memset(vale_buf, 0, dh);
+			if (sh && len < sh) {
+				st.vale_hdr_drops++;
+				return;
+			}
+			if (sh)
+				memcpy(vale_buf, f, 10);
+			memcpy(vale_buf + dh, f + sh, len - sh);
+			out = dh + len - sh;
+		}
+		data = vale_buf;
+	}
+	if (rx_put(&dst->rx[0], data, out, FK_VALE_RX_FLAGS) < 0)
+		st.vale_drops++;
+}
 
 /*
  * force: NAF_FORCE_RECLAIM, which NIOCTXSYNC passes and netmap_poll does not.
@@ -1168,8 +1250,7 @@ static int txsync(struct fk_kring *k, int force)
 				struct fk_adapter *dst = na->sw->port[p];
 				if (dst == NULL || dst == na)
 					continue;
-				if (rx_put(&dst->rx[0], frame_buf, len, FK_VALE_RX_FLAGS) < 0)
-					st.vale_drops++;
+				vale_deliver(na, dst, frame_buf, len);
 			}
 		}
 	}
@@ -1290,6 +1371,10 @@ static int do_register(struct fk_priv *p, struct nmreq_header *hdr, struct nmreq
 		if (na == NULL)
 			return err ? err : ENOMEM;
 		created = 1;
+	}
+	if (na->hdr_len && !(flags & NR_ACCEPT_VNET_HDR)) {
+		err = EIO; /* netmap_ioctl: "virt_hdr_len=%d, but application does not accept it" */
+		goto fail;
 	}
 	m = na->mem;
 	ntx = na->ntx;
@@ -1421,9 +1506,9 @@ static int do_register(struct fk_priv *p, struct nmreq_header *hdr, struct nmreq
 	req->nr_extra_bufs = 0;
 	st.registers++;
 	fk_log("register fd=%d name=%s mode=%u ringid=%u flags=0x%llx mem=%u offset=%llu "
-	       "tx=%u rx=%u",
+	       "tx=%u rx=%u hdr_len=%u",
 	       p->fd, name, mode, ringid, (unsigned long long)flags, m->id,
-	       (unsigned long long)p->nifp_ofs, nbtx, nbrx);
+	       (unsigned long long)p->nifp_ofs, nbtx, nbrx, na->hdr_len);
 	return 0;
 fail:
 	if (created)
@@ -1482,6 +1567,53 @@ static int do_port_info(struct nmreq_header *hdr, struct nmreq_port_info_get *pi
 	return 0;
 }
 
+/*
+ * NETMAP_REQ_PORT_HDR_SET, as netmap_ioctl serves it: the length first (0, 10
+ * or 12, else EINVAL), then the port, looked up by name on its switch without
+ * creating anything (netmap_get_vale_na, create 0): a name that does not
+ * begin with "vale", a switch or a port that does not exist, is ENXIO. Any fd,
+ * bound or not; the port may be in use. No other check.
+ */
+static int do_port_hdr_set(struct fk_priv *p, struct nmreq_header *hdr,
+			   struct nmreq_port_hdr *req)
+{
+	char name[NETMAP_REQ_IFNAMSIZ];
+	struct fk_adapter *na;
+
+	if (req->nr_hdr_len != 0 && req->nr_hdr_len != 10 && req->nr_hdr_len != 12)
+		return EINVAL;
+	memcpy(name, hdr->nr_name, sizeof(name));
+	name[sizeof(name) - 1] = 0;
+	if (strncmp(name, "vale", 4) != 0)
+		return ENXIO; /* no VALE prefix: no adapter, no error, then ENXIO */
+	na = adapter_find(name);
+	if (na == NULL || na->kind != FK_VALE)
+		return ENXIO;
+	na->hdr_len = req->nr_hdr_len;
+	st.port_hdr_sets++;
+	fk_log("port-hdr-set fd=%d name=%s len=%u users=%d", p->fd, name, na->hdr_len, na->fds);
+	return 0;
+}
+
+/* NETMAP_REQ_PORT_HDR_GET: any port that exists (netmap_get_na, create 0) */
+static int do_port_hdr_get(struct nmreq_header *hdr, struct nmreq_port_hdr *req)
+{
+	char name[NETMAP_REQ_IFNAMSIZ];
+	struct fk_name nm;
+	struct fk_adapter *na;
+	int err;
+
+	memcpy(name, hdr->nr_name, sizeof(name));
+	name[sizeof(name) - 1] = 0;
+	if ((err = name_parse(name, &nm)) != 0)
+		return err;
+	na = adapter_find(name);
+	if (na == NULL && nm.kind != NAME_NIC)
+		return ENXIO;
+	req->nr_hdr_len = na ? na->hdr_len : 0;
+	return 0;
+}
+
 static int do_ctrl(struct fk_priv *p, struct nmreq_header *hdr)
 {
 	struct nmreq_option *opt;
@@ -1506,6 +1638,10 @@ static int do_ctrl(struct fk_priv *p, struct nmreq_header *hdr)
 		return do_register(p, hdr, (struct nmreq_register *)(uintptr_t)hdr->nr_body);
 	case NETMAP_REQ_PORT_INFO_GET:
 		return do_port_info(hdr, (struct nmreq_port_info_get *)(uintptr_t)hdr->nr_body);
+	case NETMAP_REQ_PORT_HDR_SET:
+		return do_port_hdr_set(p, hdr, (struct nmreq_port_hdr *)(uintptr_t)hdr->nr_body);
+	case NETMAP_REQ_PORT_HDR_GET:
+		return do_port_hdr_get(hdr, (struct nmreq_port_hdr *)(uintptr_t)hdr->nr_body);
 	case NETMAP_REQ_VALE_ATTACH:
 	case NETMAP_REQ_VALE_NEWIF:
 	case NETMAP_REQ_POOLS_INFO_GET:
@@ -1801,6 +1937,20 @@ int fakenetmap_set_link(const char *name, int up)
 }
 
 /* registered fds of an adapter (NIC, pipe end, VALE port), -1 if it does not exist */
+/* the virtio-net header length of a port, -ENXIO if there is no such adapter */
+int fakenetmap_hdr_len(const char *name)
+{
+	struct fk_adapter *na;
+	int n;
+
+	resolve();
+	pthread_mutex_lock(&G);
+	na = adapter_find(name);
+	n = na ? (int)na->hdr_len : -ENXIO;
+	pthread_mutex_unlock(&G);
+	return n;
+}
+
 int fakenetmap_users(const char *name)
 {
 	struct fk_adapter *na;
@@ -1824,7 +1974,7 @@ static long long stat_get(const char *key)
 	K(opens) K(registers) K(register_errors) K(txsyncs) K(rxsyncs) K(polls) K(reinits)
 	K(tail_restored) K(bad_slots) K(link_blocks) K(link_block_timeouts) K(mmaps) K(munmaps)
 	K(wire_tx) K(wire_rx) K(host_tx) K(host_rx) K(vale_drops) K(pipe_frames)
-	K(audit_errors) K(closes)
+	K(audit_errors) K(closes) K(port_hdr_sets) K(vale_hdr_drops) K(vale_gso_drops)
 #undef K
 	if (strcmp(key, "live_maps") == 0) {
 		v = 0;
@@ -1866,7 +2016,8 @@ static const char *stat_keys[] = {
 	"opens", "registers", "register_errors", "txsyncs", "rxsyncs", "polls", "reinits",
 	"tail_restored", "bad_slots", "link_blocks", "link_block_timeouts", "mmaps", "munmaps",
 	"wire_tx", "wire_rx", "host_tx", "host_rx", "vale_drops", "pipe_frames", "audit_errors",
-	"closes", "live_maps", "open_fds", NULL,
+	"closes", "port_hdr_sets", "vale_hdr_drops", "vale_gso_drops", "live_maps", "open_fds",
+	NULL,
 };
 
 static int hexval(int c)
@@ -1919,6 +2070,8 @@ static void ctl_handle(char *line, char *out, size_t cap)
 		snprintf(out, cap, rc == 0 ? "ok" : "err %d", -rc);
 	} else if (strcmp(argv[0], "users") == 0 && argc == 2) {
 		snprintf(out, cap, "%d", fakenetmap_users(argv[1]));
+	} else if (strcmp(argv[0], "hdr") == 0 && argc == 2) {
+		snprintf(out, cap, "%d", fakenetmap_hdr_len(argv[1]));
 	} else if (strcmp(argv[0], "audit") == 0) {
 		snprintf(out, cap, "%d", fakenetmap_audit());
 	} else if (strcmp(argv[0], "stats") == 0) {

@@ -280,6 +280,69 @@ def check_vale_pair(r: dict[str, Any]) -> None:
     assert t["tail"] == (t["head"] - 1) % 1024 and t["head"] == 2
 
 
+#: --vnet-hdr: a (12-byte headers) and b (none) on one switch; the switch puts zeros in
+#: front of what b sends to a, and cuts the header off what a sends to b, completing the
+#: UDP checksum a's header asks for (NEEDS_CSUM) on the way
+VALE_VNET_HDR = r'''
+import dataclasses
+import struct
+from nmbridge.engine import ports as eports
+
+
+def csum16(data):
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return total
+
+
+sw = os.environ["NMB_T_VALE"]
+spec_a = dataclasses.replace(parse_port(f"{sw}:a"), vnet_hdr=12)
+a, b = bridge_ports.open_ports([spec_a, parse_port(f"{sw}:b")])
+cport = eports._open_device(spec_a.text)
+got_len = eports._port_hdr(cport, spec_a, lib.NETMAP_REQ_PORT_HDR_GET)
+ffi.release(cport)
+
+bcast = dict(dst=b"\xff" * 6, src=b"\x02\x00\x00\x00\x00\x0b")
+plain = frame(1, tag=b"vnet", **bcast)
+send(b, [plain])
+at_a = recv(a, 1)
+send(a, [bytes(12) + frame(2, tag=b"vnet", **bcast)])
+bare_at_b = recv(b, 1)
+
+saddr, daddr = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+payload = b"vnet-hdr-csum-" + bytes(range(41))
+ulen = 8 + len(payload)
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 1, 0, 64, 17, 0, saddr, daddr)
+ip = ip[:10] + struct.pack("!H", ~csum16(ip) & 0xffff) + ip[12:]
+pseudo = saddr + daddr + struct.pack("!BBH", 0, 17, ulen)
+head = struct.pack("!HHH", 4000, 5000, ulen)
+eth = bcast["dst"] + bcast["src"] + b"\x08\x00"
+partial = eth + ip + head + struct.pack("!H", csum16(pseudo)) + payload
+vh = struct.pack("<BBHHHH", 1, 0, 0, 0, 14 + 20, 6) + bytes(2)  # NEEDS_CSUM, at UDP + 6
+send(a, [vh + partial])
+summed_at_b = recv(b, 1)
+expected = eth + ip + head + struct.pack(
+    "!H", ~csum16(pseudo + head + bytes(2) + payload) & 0xffff) + payload
+result(got_len=got_len, hdr_len=[a.c.hdr_len, b.c.hdr_len],
+       offloads=[a.c.offloads, b.c.offloads], vale_offloads=eports.VALE_OFFLOADS,
+       at_a=[f.hex() for f in at_a], plain=plain.hex(),
+       bare_at_b=[f.hex() for f in bare_at_b], bare=frame(2, tag=b"vnet", **bcast).hex(),
+       summed_at_b=[f.hex() for f in summed_at_b], expected=expected.hex())
+bridge_ports.close_ports([a, b])
+'''
+
+
+def check_vale_vnet_hdr(r: dict[str, Any]) -> None:
+    assert r["got_len"] == [0, 12]  # NETMAP_REQ_PORT_HDR_GET on a control fd of its own
+    assert r["hdr_len"] == [12, 0]
+    assert r["offloads"] == [r["vale_offloads"], 0]
+    assert r["at_a"] == ["00" * 12 + r["plain"]]
+    assert r["bare_at_b"] == [r["bare"]]
+    assert r["summed_at_b"] == [r["expected"]]
+
+
 def check_bridge_count(r: dict[str, Any]) -> None:
     assert r["got"] == [40, 25]
     assert r["in_order_slave"] and r["in_order_y"]

@@ -18,10 +18,12 @@ from kernel_snippets import (
     BRIDGE_COUNT,
     PIPE_PAIR,
     VALE_PAIR,
+    VALE_VNET_HDR,
     WIRE_HOST,
     check_bridge_count,
     check_pipe_pair,
     check_vale_pair,
+    check_vale_vnet_hdr,
     check_wire_host,
 )
 
@@ -51,6 +53,10 @@ def test_pipe_pair(real: Any) -> None:
 
 def test_vale_pair(real: Any) -> None:
     check_vale_pair(real.run_py(VALE_PAIR, env=names("v")).result)
+
+
+def test_vale_port_with_virtio_net_headers(real: Any) -> None:
+    check_vale_vnet_hdr(real.run_py(VALE_VNET_HDR, env=names("h")).result)
 
 
 def test_frames_forwarded_and_counted(real: Any) -> None:

@@ -231,6 +231,66 @@ def test_two_way_flags_are_not_one_way(port: str) -> None:
     assert one_way_reason(parse_port(port)) is None
 
 
+VALE_PAIR = ("-i", "vale0:a", "-i", "vale0:b")
+
+
+@pytest.mark.parametrize(("ports", "value", "message"), [
+    (("-i", "vale0:a", "-i", "tap:t0"), "tap:t0=12",
+     "--vnet-hdr tap:t0=12: tap:t0 is not a VALE port: netmap sets virtio-net headers only "
+     "on VALE ports (valeX:PORT)"),
+    (("-i", "vale0:a", "-i", "netmap:pa{1"), "netmap:pa{1=10",
+     "--vnet-hdr netmap:pa{1=10: netmap:pa{1 is not a VALE port: netmap sets virtio-net "
+     "headers only on VALE ports (valeX:PORT)"),
+    (("eth0",), "netmap:eth0=12",
+     "--vnet-hdr netmap:eth0=12: netmap:eth0 is not a VALE port: netmap sets virtio-net "
+     "headers only on VALE ports (valeX:PORT)"),
+    (("eth0",), "eth0=12",
+     "--vnet-hdr eth0=12: 'eth0' is not a port of this bridge (netmap:eth0 and "
+     "netmap:eth0^); name it as given with -i"),
+    (VALE_PAIR, "vale0:x=12",
+     "--vnet-hdr vale0:x=12: 'vale0:x' is not a port of this bridge (vale0:a and vale0:b); "
+     "name it as given with -i"),
+])
+def test_vnet_hdr_on_a_port_that_cannot_take_it(ports: tuple[str, ...], value: str,
+                                                message: str) -> None:
+    # refused before the netmap device is looked for (there is none here: status 3)
+    assert error_line(nmbridge(*ports, "--vnet-hdr", value), USAGE) == message
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("vale0:a=0", "LEN must be 10 (struct virtio_net_hdr) or 12 (with num_buffers)"),
+    ("vale0:a=11", "LEN must be 10"),
+    ("vale0:a=012", "LEN must be 10"),
+    ("vale0:a", "'vale0:a' is not PORT=LEN (vale0:a=12)"),
+    ("=12", "'=12' is not PORT=LEN"),
+])
+def test_bad_vnet_hdr_values(value: str, why: str) -> None:
+    msg = error_line(nmbridge(*VALE_PAIR, "--vnet-hdr", value), USAGE)
+    assert msg.startswith("Invalid value for '--vnet-hdr': ") and why in msg
+
+
+def test_vnet_hdr_given_twice_for_one_port() -> None:
+    msg = error_line(nmbridge(*VALE_PAIR, "--vnet-hdr", "vale0:a=12", "--vnet-hdr",
+                              "vale0:a=10"), USAGE)
+    assert msg == "--vnet-hdr: vale0:a is given twice"
+
+
+def test_vnet_hdr_port_names_may_hold_equals_signs() -> None:
+    from nmbridge.commands.bridge import with_vnet_hdr
+    from nmbridge.portspec import parse_port
+
+    specs = [parse_port("vale0:a@conf:slots=512"), parse_port("vale0:b")]
+    asked = cli._vnet_hdr(("vale0:a@conf:slots=512=12", "vale0:b=10"))
+    assert asked == (("vale0:a@conf:slots=512", 12), ("vale0:b", 10))
+    assert [s.vnet_hdr for s in with_vnet_hdr(specs, asked)] == [12, 10]
+    assert [s.vnet_hdr for s in specs] == [0, 0]  # the parsed names are left as they were
+
+
+def test_valid_vnet_hdr_gets_as_far_as_the_netmap_device() -> None:
+    msg = error_line(nmbridge(*VALE_PAIR, "--vnet-hdr", "vale0:b=10"), NO_NETMAP)
+    assert "/dev/netmap does not exist" in msg
+
+
 @pytest.mark.parametrize("iface", ["eth0^", "netmap:eth0^", "eth0*", "eth0/x", "vale0:a",
                                    "netmap:", "pipe{1"])
 def test_iface_must_be_an_interface_name(iface: str) -> None:

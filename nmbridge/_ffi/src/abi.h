@@ -23,6 +23,8 @@
 #define NETMAP_REQ_REGISTER 1
 #define NETMAP_REQ_PORT_INFO_GET 2
 #define NETMAP_REQ_VALE_ATTACH 3
+#define NETMAP_REQ_PORT_HDR_SET 6  /* VALE ports only: 0, 10 or 12 (struct nmreq_port_hdr) */
+#define NETMAP_REQ_PORT_HDR_GET 7
 #define NETMAP_REQ_VALE_NEWIF 8
 #define NETMAP_REQ_POOLS_INFO_GET 12
 
@@ -179,6 +181,16 @@ struct nmreq_port_info_get {
 	uint16_t nr_host_rx_rings;
 	uint16_t nr_mem_id;
 	uint16_t pad1[3];
+};
+
+/*
+ * NETMAP_REQ_PORT_HDR_SET / _GET: the length of the virtio-net header in front
+ * of every frame on the rings of the port hdr.nr_name. Any control fd, bound or
+ * not; SET only names an existing VALE port (the register creates it).
+ */
+struct nmreq_port_hdr {
+	uint32_t nr_hdr_len;
+	uint32_t pad1;
 };
 
 /* The legacy request (API < 14), served through NIOCREGIF. */
