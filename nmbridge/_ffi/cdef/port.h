@@ -24,8 +24,6 @@ struct nmb_port {
 	uint32_t ntx, nrx;
 	struct netmap_ring *tx[...];
 	struct netmap_ring *rx[...];
-	uint32_t hdr_len;
-	uint32_t offloads;
 	...;
 };
 
