@@ -1,5 +1,13 @@
-/* opaque to Python: the tests and benchmarks only allocate it (its size is the compiler's) */
+/* partial: the tests and benchmarks allocate it and set what the loop sets */
+struct nmb_xlate {
+	uint32_t src_hdr;
+	uint32_t dst_hdr;
+	uint32_t dst_offloads;
+	uint32_t check;
+};
 struct nmb_rx_state {
+	uint32_t hdr;
+	const struct nmb_xlate *xlate;
 	...;
 };
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,

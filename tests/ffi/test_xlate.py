@@ -1,0 +1,181 @@
+"""The engine between ports whose frames differ (struct nmb_xlate): a virtio-net header
+taken off or put on, a checksum finished for a port that cannot, frames re-cut to the
+TX ring's buffers, bad headers dropped and counted, a frame that does not fit waiting."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from nmbridge._ffi._core import ffi, lib
+
+HDR = 10
+NEEDS_CSUM = 1
+MOREFRAG = lib.NS_MOREFRAG
+
+
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def udp4(payload: bytes, partial: bool) -> bytes:
+    """An Ethernet/IPv4/UDP frame; partial: its UDP checksum holds only the
+    pseudo-header sum, as a sender leaves it to the NIC."""
+    src, dst = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+    ulen = 8 + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 7, 0, 64, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", 0xFFFF - csum(ip)) + ip[12:]
+    pseudo = csum(src + dst + struct.pack("!BBH", 0, 17, ulen))
+    udp = struct.pack("!HHHH", 4000, 9, ulen, pseudo if partial else 0) + payload
+    if not partial:
+        full = 0xFFFF - csum(src + dst + struct.pack("!BBH", 0, 17, ulen) + udp)
+        udp = udp[:6] + struct.pack("!H", full or 0xFFFF) + udp[8:]
+    eth = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00"
+    return eth + ip + udp
+
+
+def vnet(flags: int = 0, gso_type: int = 0, hdr_len: int = 0, gso_size: int = 0,
+         csum_start: int = 0, csum_offset: int = 0, size: int = HDR) -> bytes:
+    h = struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+    return h + bytes(size - len(h))
+
+
+def udp_ok(frame: bytes) -> bool:
+    ip = frame[14:34]
+    udp = frame[34:]
+    return csum(ip[12:20] + struct.pack("!BBH", 0, 17, len(udp)) + udp) == 0xFFFF
+
+
+class Pair:
+    """An RX and a TX ring of one region, and the translation between them."""
+
+    def __init__(self, region, src_hdr: int, dst_hdr: int, offloads: int, check: int = 0):
+        self.rx, self.tx = region.rx(), region.tx()
+        self.x = ffi.new("struct nmb_xlate *", {"src_hdr": src_hdr, "dst_hdr": dst_hdr,
+                                                "dst_offloads": offloads, "check": check})
+        self.rx.engine_state.xlate = self.x
+        self.rx.engine_state.hdr = src_hdr
+        self.rxs = ffi.new("struct nmb_ring_stats *")
+        self.txs = ffi.new("struct nmb_ring_stats *")
+
+    def move(self, limit: int = 1024) -> int:
+        return lib.nmb_ring_move(self.rx.ptr, self.tx.ptr, limit, 0, self.rx.engine_state,
+                                 self.rxs, self.txs)
+
+    def sent(self) -> list[bytes]:
+        return [b"".join(s.data for s in f) for f in self.tx.transmit()]
+
+
+@pytest.fixture
+def pair(make_region):
+    def make(src_hdr: int, dst_hdr: int, offloads: int = 0, check: int = 0, buf_size: int = 2048,
+             num_slots: int = 16) -> Pair:
+        region = make_region([(1, 0, 1, 0)], num_slots=num_slots, buf_size=buf_size)
+        return Pair(region, src_hdr, dst_hdr, offloads, check)
+    return make
+
+
+def test_the_header_comes_off_for_a_port_without_one_and_bytes_count_the_frame(pair) -> None:
+    p = pair(HDR, 0)
+    frames = [udp4(bytes([k]) * (60 + k), partial=False) for k in range(3)]
+    p.rx.deliver(*[vnet() + f for f in frames])
+    assert p.move() == 3
+    assert p.sent() == frames
+    assert (p.rxs.frames, p.txs.frames) == (3, 3)
+    assert p.rxs.bytes == p.txs.bytes == sum(map(len, frames))
+    assert p.rx.head == p.rx.tail
+
+
+def test_a_zero_header_goes_on_for_a_port_that_carries_them(pair) -> None:
+    p = pair(0, HDR, lib.NMB_OFL_ALL)
+    frame = udp4(b"x" * 100, partial=False)
+    p.rx.deliver(frame)
+    assert p.move() == 1
+    assert p.sent() == [vnet() + frame]
+    assert p.txs.bytes == len(frame)
+
+
+def test_a_checksum_left_to_finish_is_finished_for_a_port_that_cannot(pair) -> None:
+    p = pair(HDR, 0, 0)
+    frame = udp4(b"payload!" * 20, partial=True)
+    assert not udp_ok(frame)
+    p.rx.deliver(vnet(NEEDS_CSUM, csum_start=34, csum_offset=6) + frame)
+    assert p.move() == 1
+    (out,) = p.sent()
+    assert udp_ok(out)
+    assert out[:40] == frame[:40] and out[42:] == frame[42:]  # only the checksum changed
+    assert p.txs.csum_sw == 1
+
+
+def test_a_checksum_left_to_finish_passes_to_a_port_that_takes_it(pair) -> None:
+    p = pair(HDR, HDR, lib.NMB_OFL_CSUM)
+    frame = udp4(b"payload!" * 20, partial=True)
+    head = vnet(NEEDS_CSUM, csum_start=34, csum_offset=6)
+    p.rx.deliver(head + frame)
+    assert p.move() == 1
+    assert p.sent() == [head + frame]
+    assert p.txs.csum_sw == 0
+
+
+def test_frames_are_cut_again_to_the_tx_buffers(pair) -> None:
+    """A 600-byte frame behind a header, a chain of 256-byte buffers, leaves as 256+256+88."""
+    p = pair(HDR, 0, buf_size=256)
+    frame = bytes(range(256)) * 2 + bytes(88)
+    whole = vnet() + frame
+    p.rx.deliver([whole[:256], whole[256:512], whole[512:]])
+    assert p.move() == 1
+    out = p.tx.transmit()
+    assert [s.len for s in out[0]] == [256, 256, 88]
+    assert [bool(s.flags & MOREFRAG) for s in out[0]] == [True, True, False]
+    assert b"".join(s.data for s in out[0]) == frame
+
+
+def test_a_frame_without_room_on_the_tx_ring_waits_whole(pair) -> None:
+    p = pair(HDR, 0, buf_size=256, num_slots=8)
+    big = vnet() + bytes(1000)  # 4 slots here, 4 out
+    p.rx.deliver([big[:256], big[256:512], big[512:768], big[768:]])
+    p.tx.place(0, tail=2)  # 2 free TX slots
+    assert p.move() == 0
+    assert p.rxs.txfull == 1
+    assert p.rx.head == 0 and p.tx.head == 0  # nothing taken, nothing written
+    p.tx.ptr.tail = 7  # the kernel hands the rest back
+    assert p.move() == 1
+    assert b"".join(s.data for s in p.tx.transmit()[0]) == bytes(1000)
+
+
+@pytest.mark.parametrize("head", [
+    vnet(gso_type=77),  # a type nobody defined
+    vnet(flags=0x80),  # a flag nobody defined
+    vnet(NEEDS_CSUM, csum_start=200, csum_offset=6),  # past the frame
+])
+def test_an_unchecked_header_that_does_not_fit_is_dropped_and_counted(pair, head) -> None:
+    p = pair(HDR, 0, check=1)
+    good = udp4(b"y" * 50, partial=False)
+    p.rx.deliver(head + udp4(b"z" * 50, partial=False), vnet() + good)
+    assert p.move() == 1
+    assert p.sent() == [good]
+    assert (p.rxs.drop_header, p.rxs.frames) == (1, 1)
+
+
+def test_a_first_slot_shorter_than_the_header_is_a_header_drop(pair) -> None:
+    p = pair(HDR, 0)
+    p.rx.deliver(b"\0" * 4)
+    assert p.move() == 0
+    assert p.rxs.drop_header == 1
+    assert p.rx.head == p.rx.tail
+
+
+def test_without_translation_the_bytes_counted_leave_the_headers_out(make_region) -> None:
+    region = make_region([(1, 0, 1, 0)], num_slots=16)
+    rx, tx = region.rx(), region.tx()
+    rx.engine_state.hdr = HDR
+    rx.deliver(vnet() + bytes(60), vnet() + bytes(100))
+    rxs = ffi.new("struct nmb_ring_stats *")
+    txs = ffi.new("struct nmb_ring_stats *")
+    assert lib.nmb_ring_move(rx.ptr, tx.ptr, 64, 1, rx.engine_state, rxs, txs) == 2
+    assert rxs.bytes == txs.bytes == 160
