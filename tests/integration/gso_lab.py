@@ -92,7 +92,7 @@ def reference(inj: str, cap: str) -> None:
     for hdr, frame in frames:
         tx.send(bytes.fromhex(hdr) + bytes.fromhex(frame))
         segs = []
-        wait = 1.0  # for the first; then the rest come at once
+        wait = 0.5  # for the first; then the rest come at once
         while select.select([rx], [], [], wait)[0]:
             _, seg, pkttype = receive(rx, vnet=False)  # type: ignore[misc]
             if pkttype != PACKET_OUTGOING:
