@@ -565,3 +565,9 @@ def test_constants_are_the_models() -> None:
     assert (lib.NMB_VNET_F_NEEDS_CSUM, lib.NMB_VNET_F_DATA_VALID) == (F_NEEDS_CSUM,
                                                                       F_DATA_VALID)
     assert ffi.sizeof("struct nmb_vnet_hdr") == lib.NMB_VNET_HDR_LEN == 10
+
+
+def test_a_header_room_no_port_has_is_refused(region: object) -> None:
+    b = good("tcp4")
+    assert run_segment(region, b.vh, b.frame, hdr_len=64).rc == 3
+    assert run_segment(region, b.vh, b.frame, hdr_len=65).rc == -1

@@ -62,6 +62,8 @@
  * is for IPv6 extension headers.
  */
 #define NMB_GSO_MAX_HDR 256
+/* the most header bytes in front of a segment (0, 10 or 12 in use): beyond, a caller's mistake */
+#define MAX_OUT_HDR 64
 /* where an L4 header can start at the earliest: Ethernet and the smallest IP header */
 #define MIN_CSUM_START (ETH_HLEN + IPV4_HLEN)
 
@@ -602,7 +604,10 @@ int nmb_gso_segment(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f,
 	struct iov_cursor c;
 	int64_t slots;
 
-	if (out->ring == NULL || out->head >= out->ring->num_slots || out->ring->nr_buf_size == 0)
+	/* a buffer over 65535 bytes could not have its length said by a slot */
+	if (out->ring == NULL || out->head >= out->ring->num_slots ||
+	    out->ring->nr_buf_size == 0 || out->ring->nr_buf_size > 0xffff ||
+	    out->hdr_len > MAX_OUT_HDR)
 		return -1;
 	if (!vnet_basic_ok(vh, f) || gso_parse(vh, f, &g) < 0)
 		return -1;
