@@ -16,7 +16,8 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 
 #: the cdef headers, in the order cffi must read them (each may use the ones before)
-CDEF_ORDER = ("abi.h", "stats.h", "region.h", "engine.h", "port.h", "loop.h", "nic.h", "isolate.h")
+CDEF_ORDER = ("abi.h", "stats.h", "region.h", "offload.h", "engine.h", "port.h", "loop.h", "nic.h",
+              "isolate.h")
 
 #: the C sources, one topic per file
 SOURCES = (
@@ -30,6 +31,7 @@ SOURCES = (
     "eport.c",
     "eport_packet.c",
     "eport_tap.c",
+    "gso.c",
     "loop.c",
     "nic.c",
     "isolate.c",

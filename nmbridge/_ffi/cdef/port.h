@@ -47,10 +47,5 @@ int nmb_eport_collect_drops(struct nmb_port *p, struct nmb_ring_stats *rxs);
 int nmb_ifindex_exists(int ifindex);
 int nmb_ctl_socket(void);
 
-struct iovec {
-	void *iov_base;
-	size_t iov_len;
-	...;
-};
 int nmb_iov_insert(const struct iovec *iov, int niov, uint32_t len, uint32_t at,
 		   const uint8_t *ins, uint32_t n);
