@@ -31,7 +31,6 @@ SOURCES = (
     "eport.c",
     "eport_packet.c",
     "eport_tap.c",
-    "gso.c",
     "loop.c",
     "nic.c",
     "isolate.c",
