@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: ip (iproute2) for namespaces, ping for the traffic tests,
 # mandoc and groff to lint the man page, man to find the installed page,
-# systemd-analyze to verify the unit.
+# systemd-analyze to verify the unit, ethtool to turn a veth's offloads on and
+# off (the offload tests, benchmarks/tcp.py), iperf3 for benchmarks/tcp.py.
 need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
@@ -15,6 +16,8 @@ command -v mandoc >/dev/null || need_pkgs+=(mandoc)
 command -v man >/dev/null || need_pkgs+=(man-db)
 command -v groff >/dev/null || need_pkgs+=(groff-base)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v ethtool >/dev/null || need_pkgs+=(ethtool)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 if ((${#need_pkgs[@]})); then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing Debian packages: ${need_pkgs[*]}"
