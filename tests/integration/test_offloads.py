@@ -38,13 +38,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
+import select
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from namespaces import ip
@@ -151,7 +155,10 @@ def packet_packet(make_netns: Callable[[str], str], stats_dir: str, log_dir: str
 
 @pytest.fixture(params=["packet-tap", "packet-packet"])
 def topo(request: pytest.FixtureRequest, make_sandbox: Callable[..., Sandbox],
-         make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[Topology]:
+         make_netns: Callable[[str], str], tmp_path: Path,
+         unavailable: Callable[[str], NoReturn]) -> Iterator[Topology]:
+    if shutil.which("ethtool") is None:
+        unavailable("needs the ethtool command (Debian package ethtool)")
     if request.param == "packet-tap":
         sb = make_sandbox()
         made = Topology("packet-tap", sb.wire_ns, sb.bridge_ns, sb.bridge_ns,
@@ -227,9 +234,22 @@ def report(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
 
 
 def ready(proc: subprocess.Popen[str], what: str) -> None:
+    """Wait for a receiver to print READY (it is bound)."""
     assert proc.stdout is not None
-    line = proc.stdout.readline().strip()  # the receiver prints READY once bound
-    assert line == "READY", f"{what} did not start: {line!r} {proc.stderr and proc.stderr.read()}"
+    fd, line = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + START_TIMEOUT
+    # byte by byte from the fd, with a deadline: a buffered readline could block
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    if line.strip() != b"READY":
+        proc.kill()
+        _out, err = proc.communicate()
+        pytest.fail(f"{what} did not start: {line!r} {err.strip()}", pytrace=False)
 
 
 def ways(topo: Topology) -> list[tuple[str, str, str, str]]:
