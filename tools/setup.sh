@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: ip (iproute2) for namespaces, ping for the traffic tests,
 # mandoc and groff to lint the man page, man to find the installed page,
-# systemd-analyze to verify the unit, ethtool to turn a veth's offloads off for the
-# kernel's own segmentation (tests/integration/test_gso_reference.py).
+# systemd-analyze to verify the unit, ethtool to turn a veth's offloads on and
+# off (the offload tests, the kernel's own segmentation in
+# tests/integration/test_gso_reference.py, benchmarks/tcp.py), iperf3 for
+# benchmarks/tcp.py.
 need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
@@ -17,6 +19,7 @@ command -v man >/dev/null || need_pkgs+=(man-db)
 command -v groff >/dev/null || need_pkgs+=(groff-base)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 if ((${#need_pkgs[@]})); then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing Debian packages: ${need_pkgs[*]}"
