@@ -6,7 +6,7 @@
  * rule, and the checks of the TCP, UDP, IPv4 and IPv6 GSO code), and is
  * stricter where the segmenter needs it: a super-frame must be exactly what
  * its IP header says (no padding), its L4 header where csum_start says, and
- * its headers within NMB_GSO_MAX_HDR bytes.
+ * its headers within GSO_MAX_HDRS bytes.
  *
  * The segmenter writes what the kernel's skb_gso_segment() writes for a
  * device without TSO and TX checksum offload: the headers of the super-frame
@@ -61,7 +61,7 @@
  * have: two tags, IPv4 with options and TCP with options need 142; the rest
  * is for IPv6 extension headers.
  */
-#define NMB_GSO_MAX_HDR 256
+#define GSO_MAX_HDRS 256
 /* the most header bytes in front of a segment (0, 10 or 12 in use): beyond, a caller's mistake */
 #define MAX_OUT_HDR 64
 /* where an L4 header can start at the earliest: Ethernet and the smallest IP header */
@@ -78,7 +78,7 @@ struct gso_frame {
 	uint32_t nseg;    /* segments it makes */
 	int ipv4;
 	int tcp;
-	uint8_t hdr[NMB_GSO_MAX_HDR]; /* the first min(len, NMB_GSO_MAX_HDR) bytes */
+	uint8_t hdr[GSO_MAX_HDRS]; /* the first min(len, GSO_MAX_HDRS) bytes */
 };
 
 static uint16_t get16(const uint8_t *p)
@@ -279,7 +279,7 @@ static int gso_parse(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f
 		     struct gso_frame *g)
 {
 	uint8_t type = vh->gso_type & (uint8_t)~NMB_VNET_GSO_ECN;
-	uint32_t avail = f->len < NMB_GSO_MAX_HDR ? f->len : NMB_GSO_MAX_HDR;
+	uint32_t avail = f->len < GSO_MAX_HDRS ? f->len : GSO_MAX_HDRS;
 	uint32_t ethertype, thlen, max_seg;
 	struct iov_cursor c;
 
@@ -579,7 +579,7 @@ static void write_whole(const struct gso_frame *g, const struct nmb_vnet_hdr *vh
 static void write_segment(const struct gso_frame *g, uint32_t i, struct iov_cursor *c,
 			  struct nmb_tx_out *out)
 {
-	uint8_t h[NMB_GSO_MAX_HDR];
+	uint8_t h[GSO_MAX_HDRS];
 	uint32_t len = seg_len(g, i), field = g->l4 + (g->tcp ? TCP_CSUM_OFF : UDP_CSUM_OFF);
 	struct seg_writer w;
 	uint64_t sum;
