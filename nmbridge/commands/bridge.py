@@ -249,7 +249,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         serve()
         offloads.announce()
         for port in ports:
-            if port.c.hdr_len:
+            if port.c.hdr_len and port.kind == "kernel":
                 terminal.info(f"{port.spec.text}: {port.c.hdr_len}-byte virtio-net headers "
                               "(TSO and checksum offload through the VALE switch)")
         for spec in specs:
@@ -274,6 +274,8 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
             count=opts.count or 0,
             rx_usecs=opts.rx_usecs,
         )
+        for line in bridge.offload_notes():
+            terminal.info(line)
         roles = opts.roles or (None, None)
         writer = StatsWriter(
             opts.stats_dir,

@@ -71,6 +71,23 @@ class Bridge:
     def forwarded(self) -> int:
         return int(self._c.forwarded)
 
+    def offload_notes(self) -> list[str]:
+        """What the bridge does with offloads, a line per direction that needs saying:
+        carried end to end, or done in software for a port that cannot take them."""
+        a, b = self.ports
+        full = int(lib.NMB_OFL_ALL)
+        if all(p.c.hdr_len and p.c.offloads == full for p in self.ports):
+            return ["offloads carried end to end (virtio-net headers on both ports): "
+                    "super-frames and checksums left to finish cross as they are"]
+        notes = []
+        for src, dst in ((a, b), (b, a)):
+            if not src.c.hdr_len or (dst.c.hdr_len and dst.c.offloads == full):
+                continue
+            what = "no virtio-net header" if not dst.c.hdr_len else "not every offload"
+            notes.append(f"{src.spec.text} -> {dst.spec.text}: super-frames segmented and "
+                         f"checksums finished in software ({dst.spec.text} takes {what})")
+        return notes
+
     def rings(self) -> list[RingInfo]:
         """The rings in the order of the stats records."""
         out: list[RingInfo] = []

@@ -17,6 +17,7 @@
 #define NMB_COALESCE_GATHER 8u     /* ... busy: at a rate that fills a sleep with this many frames */
 #define NMB_COALESCE_AFTER_MAX 256 /* ... after sleeps that gathered too little, at most */
 #define NMB_COALESCE_MIN_FRAMES 2  /* a sleep that gathers fewer was not worth it */
+#define NMB_COALESCE_MAX_AVG 2048u /* ... busy with frames no larger than this on average */
 #define NMB_PERSISTENT_ERROR_MS 5000 /* ring errors for this long, without a break: the port failed */
 
 struct nmb_bridge {
@@ -28,6 +29,7 @@ struct nmb_bridge {
 	uint32_t coalesce_after;  /* the streak that starts coalescing */
 	uint64_t last_wake_ns;    /* when poll() last returned with events */
 	uint64_t forwarded_at_wake; /* forwarded then */
+	uint64_t bytes_at_wake;   /* the bytes that entered then */
 	uint32_t burst;
 	int poll_timeout_ms;
 	int stop;                 /* set from any thread to end nmb_bridge_run */
