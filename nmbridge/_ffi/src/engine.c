@@ -366,7 +366,15 @@ static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct net
 	if (vh.gso_type != NMB_VNET_GSO_NONE && (x->dst_hdr == 0 || (need & ~(int)x->dst_offloads))) {
 		struct nmb_tx_out out = {tx, *txh, *tx_room, x->dst_hdr, 0};
 		uint32_t want = 0;
-		int segs = nmb_gso_segment(&vh, &f, &out, &want);
+		int segs;
+
+		/* checked at import too; here as well, for its price is nothing beside the
+		 * segmenting: the segmenter is never given a header it was not promised */
+		if (!x->check && nmb_vnet_check(&vh, &f) < 0) {
+			rxs->drop_header++;
+			return XL_DROPPED;
+		}
+		segs = nmb_gso_segment(&vh, &f, &out, &want);
 
 		if (segs == 0 && want <= tx->num_slots - 1) {
 			rxs->txfull++;
