@@ -5,9 +5,17 @@ struct nmb_xlate {
 	uint32_t dst_offloads;
 	uint32_t check;
 };
+struct nmb_frame_hooks {
+	int (*match)(const void *filter, const uint8_t *pkt, uint32_t buflen, uint32_t wirelen);
+	const void *filter;
+	int (*capture)(void *cap, uint32_t dir, const struct iovec *iov, int niov, uint32_t len);
+	void *cap;
+	uint32_t dir;
+};
 struct nmb_rx_state {
 	uint32_t hdr;
 	const struct nmb_xlate *xlate;
+	const struct nmb_frame_hooks *hooks;
 	...;
 };
 uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,

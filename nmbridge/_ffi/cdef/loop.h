@@ -26,3 +26,9 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms);
 int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms);
 void nmb_bridge_publish(struct nmb_bridge *b);
 void nmb_bridge_request_stop(struct nmb_bridge *b);
+void nmb_bridge_set_filter(struct nmb_bridge *b, int from,
+			   int (*match)(const void *, const uint8_t *, uint32_t, uint32_t),
+			   const void *filter);
+void nmb_bridge_set_capture(struct nmb_bridge *b,
+			    int (*capture)(void *, uint32_t, const struct iovec *, int, uint32_t),
+			    void *cap);

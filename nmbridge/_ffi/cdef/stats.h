@@ -18,7 +18,10 @@ struct nmb_ring_stats {
 	uint64_t gso_frames;
 	uint64_t gso_segments;
 	uint64_t csum_sw;
-	uint64_t spare[10];
+	uint64_t filtered;
+	uint64_t captured;
+	uint64_t capture_dropped;
+	uint64_t spare[7];
 };
 
 struct nmb_stats_shared {

@@ -395,13 +395,53 @@ static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct net
 	return copy_frame(x, &f, vh, tx, txh, tx_room, rxs, txs);
 }
 
-static uint32_t ring_xlate(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
-			   struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
-			   struct nmb_ring_stats *txs)
+/* ------------------------------------------------------------ one frame at a time */
+
+/* Whether the filter lets the frame of n slots at slot i (hdr bytes of header) cross. */
+static int frame_passes(const struct nmb_frame_hooks *h, const struct netmap_ring *rx,
+			uint32_t i, uint32_t hdr, uint64_t len)
 {
+	const struct netmap_slot *s = &rx->slot[i];
+
+	if (s->len > rx->nr_buf_size || s->len < hdr)
+		return 0;
+	return h->match(h->filter, (const uint8_t *)nmb_slot_buf(rx, s->buf_idx) + hdr,
+			s->len - hdr, (uint32_t)(len - hdr));
+}
+
+/* Hand a copy of the frame of n slots at slot i to the capture, and count what it did. */
+static void capture_frame(const struct nmb_frame_hooks *h, const struct netmap_ring *rx,
+			  uint32_t i, uint32_t n, uint32_t hdr, struct nmb_ring_stats *rxs)
+{
+	struct iovec iov[NETMAP_MAX_FRAGS];
+	struct nmb_frame_in f;
+	struct nmb_vnet_hdr vh;
+	int r;
+
+	if (frame_iov(rx, i, n, hdr, iov, &f, &vh) < 0)
+		return;
+	r = h->capture(h->cap, h->dir, f.iov, f.niov, f.len);
+	if (r > 0)
+		rxs->captured++;
+	else if (r == 0)
+		rxs->capture_dropped++;
+}
+
+/*
+ * The engine one frame at a time: what a filter, a capture or a translation
+ * needs (nmb_ring_move's fast path moves runs of frames without looking at
+ * them). A frame the filter refuses is released and counted; one that
+ * crosses is captured before its buffers move (zero-copy gives them away).
+ */
+static uint32_t ring_frames(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t limit,
+			    int zerocopy, struct nmb_rx_state *st, struct nmb_ring_stats *rxs,
+			    struct nmb_ring_stats *txs)
+{
+	const struct nmb_frame_hooks *h = st->hooks;
 	uint32_t rxh = rx->head, rxt = rx->tail;
 	uint32_t txh = tx->head, txt = tx->tail;
-	uint32_t tx_room = nmb_ring_dist(tx, txh, txt), frames = 0;
+	uint32_t tx_room = nmb_ring_dist(tx, txh, txt), frames = 0, hdr = st->hdr;
+	uint32_t max_len = tx->nr_buf_size < rx->nr_buf_size ? tx->nr_buf_size : rx->nr_buf_size;
 	int chain_waits = 0;
 
 	if (!in_ring(rx, rxh, rxt) || !in_ring(tx, txh, txt))
@@ -410,8 +450,7 @@ static uint32_t ring_xlate(struct netmap_ring *rx, struct netmap_ring *tx, uint3
 	while (frames < limit && rxh != rxt) {
 		uint64_t len;
 		int oversize;
-		uint32_t n = chain_at(rx, rxh, rxt, UINT32_MAX, &len, &oversize);
-		enum xlate_result r;
+		uint32_t n = chain_at(rx, rxh, rxt, max_len, &len, &oversize), first = rxh;
 
 		if (n == 0) {
 			chain_waits = chain_waits_at(rx, &rxh, rxt, st, rxs);
@@ -422,14 +461,38 @@ static uint32_t ring_xlate(struct netmap_ring *rx, struct netmap_ring *tx, uint3
 			rxh = advance(rx, rxh, n);
 			continue;
 		}
-		r = xlate_frame(st->xlate, rx, rxh, n, tx, &txh, &tx_room, rxs, txs);
-		if (r == XL_WAIT)
-			break;
-		rxh = advance(rx, rxh, n);
-		if (r == XL_SENT) {
-			frames++;
-			rxs->bytes += len - st->xlate->src_hdr;
+		if (h != NULL && h->match != NULL && !frame_passes(h, rx, rxh, hdr, len)) {
+			rxs->filtered++;
+			rxh = advance(rx, rxh, n);
+			continue;
 		}
+		if (st->xlate != NULL) {
+			enum xlate_result r = xlate_frame(st->xlate, rx, rxh, n, tx, &txh, &tx_room,
+							  rxs, txs);
+			if (r == XL_WAIT)
+				break;
+			rxh = advance(rx, rxh, n);
+			if (r != XL_SENT)
+				continue;
+			/* copied: the RX slots still hold the frame */
+			if (h != NULL && h->capture != NULL)
+				capture_frame(h, rx, first, n, hdr, rxs);
+		} else {
+			if (drop_frame(rx, tx, &rxh, n, oversize, rxs))
+				continue;
+			if (n > tx_room) {
+				rxs->txfull++;
+				break;
+			}
+			if (h != NULL && h->capture != NULL)
+				capture_frame(h, rx, rxh, n, hdr, rxs);
+			move_chain(rx, tx, &rxh, &txh, n, zerocopy);
+			tx_room -= n;
+			txs->frames++;
+			txs->bytes += len - hdr;
+		}
+		frames++;
+		rxs->bytes += len - hdr;
 	}
 	rx->head = rxh;
 	rx->cur = chain_waits ? rxt : rxh;
@@ -450,8 +513,8 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 	uint64_t bytes = 0;
 	int chain_waits = 0;
 
-	if (st->xlate != NULL)
-		return ring_xlate(rx, tx, limit, st, rxs, txs);
+	if (st->xlate != NULL || st->hooks != NULL)
+		return ring_frames(rx, tx, limit, zerocopy, st, rxs, txs);
 	if (!in_ring(rx, rxh, rxt) || !in_ring(tx, txh, txt))
 		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
 	rxh = discard_rest(rx, rxh, rxt, st);

@@ -8,6 +8,7 @@
 #define NMB_ENGINE_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "abi.h"
 #include "offload.h"
@@ -18,10 +19,29 @@
  * never complete is dropped with the slots it has; discard then says that
  * the slots still to come up to its end belong to it and are dropped too.
  */
+/*
+ * What the engine asks of each frame besides moving it, when the bridge has a
+ * filter or a capture (the loop sets them; engine.c calls only through these
+ * pointers). A NULL function is not called.
+ */
+struct nmb_frame_hooks {
+	/* whether the frame crosses (0: dropped, counted as filtered); pkt: its first
+	 * buflen bytes (its first slot's, after the header), wirelen: all its bytes */
+	int (*match)(const void *filter, const uint8_t *pkt, uint32_t buflen, uint32_t wirelen);
+	const void *filter;
+	/* a copy of a frame that crosses, for the capture's writer: 1 taken, 0 not
+	 * (its ring full: counted as capture_dropped), -1 left out by its own filter;
+	 * never blocks */
+	int (*capture)(void *cap, uint32_t dir, const struct iovec *iov, int niov, uint32_t len);
+	void *cap;
+	uint32_t dir; /* the direction, as the capture names it: 0 from port 0, 1 from port 1 */
+};
+
 struct nmb_rx_state {
 	uint32_t discard;
 	uint32_t hdr;                  /* header bytes in front of each frame: not counted as bytes */
 	const struct nmb_xlate *xlate; /* NULL: frames move untouched (offload.h) */
+	const struct nmb_frame_hooks *hooks; /* NULL: no filter, no capture */
 };
 
 /* Move up to limit frames from rx to tx; returns the frames forwarded. */

@@ -106,6 +106,37 @@ static void plan_xlate(struct nmb_bridge *b, int from)
 	}
 }
 
+/* The RX rings of port `from` look at each frame while it has a filter or the bridge a capture. */
+static void point_hooks(struct nmb_bridge *b, int from)
+{
+	const struct nmb_port *src = b->port[from];
+	struct nmb_frame_hooks *h = &b->hooks[from];
+
+	h->dir = (uint32_t)from;
+	for (uint32_t r = 0; r < src->nrx; r++)
+		b->rxstate[src->stats_rx + r].hooks = h->match || h->capture ? h : NULL;
+}
+
+void nmb_bridge_set_filter(struct nmb_bridge *b, int from,
+			   int (*match)(const void *, const uint8_t *, uint32_t, uint32_t),
+			   const void *filter)
+{
+	b->hooks[from].match = match;
+	b->hooks[from].filter = filter;
+	point_hooks(b, from);
+}
+
+void nmb_bridge_set_capture(struct nmb_bridge *b,
+			    int (*capture)(void *, uint32_t, const struct iovec *, int, uint32_t),
+			    void *cap)
+{
+	for (int from = 0; from < 2; from++) {
+		b->hooks[from].capture = capture;
+		b->hooks[from].cap = cap;
+		point_hooks(b, from);
+	}
+}
+
 /* Zero-copy needs every ring of both ports to see one buffer pool. */
 int nmb_bridge_can_zerocopy(const struct nmb_bridge *b)
 {

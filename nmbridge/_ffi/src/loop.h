@@ -37,6 +37,7 @@ struct nmb_bridge {
 	uint64_t forwarded;       /* frames forwarded, both directions */
 	uint32_t next_rx[2];
 	struct nmb_xlate xlate[2]; /* from port i to the other: what the engine does (offload.h) */
+	struct nmb_frame_hooks hooks[2]; /* from port i to the other: its filter, the capture */
 	uint32_t nstats;
 	struct nmb_ring_stats *stats;   /* private; published to shared */
 	struct nmb_rx_state *rxstate;   /* the engine's, indexed as stats (RX rings only) */
@@ -53,5 +54,17 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms);
 int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms); /* frames dropped at the stop */
 void nmb_bridge_publish(struct nmb_bridge *b);
 void nmb_bridge_request_stop(struct nmb_bridge *b);
+
+/*
+ * Before the first run: the filter of the frames from port `from` (match
+ * NULL: none), and the capture of what crosses both ways (capture NULL:
+ * none). The engine calls them per frame, through these pointers only.
+ */
+void nmb_bridge_set_filter(struct nmb_bridge *b, int from,
+			   int (*match)(const void *, const uint8_t *, uint32_t, uint32_t),
+			   const void *filter);
+void nmb_bridge_set_capture(struct nmb_bridge *b,
+			    int (*capture)(void *, uint32_t, const struct iovec *, int, uint32_t),
+			    void *cap);
 
 #endif

@@ -25,7 +25,10 @@ struct nmb_ring_stats {
 	uint64_t gso_frames;    /* RX: super-frames segmented in software for the TX side */
 	uint64_t gso_segments;  /* TX: the segments made of them */
 	uint64_t csum_sw;       /* TX: checksums finished in software for the TX side */
-	uint64_t spare[10];
+	uint64_t filtered;      /* RX: frames the filter did not let cross (dropped) */
+	uint64_t captured;      /* RX: frames that crossed and were handed to the capture */
+	uint64_t capture_dropped; /* RX: frames that crossed but the capture could not take (its ring full) */
+	uint64_t spare[7];
 };
 
 /* The shared part: a header then one record per ring. */
