@@ -5,6 +5,7 @@
 #include "abi.h"
 #include "engine.h"
 #include "eport.h"
+#include "filter.h"
 #include "isolate.h"
 #include "loop.h"
 #include "nic.h"
