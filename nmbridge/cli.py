@@ -231,6 +231,8 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         metrics_listen=metrics_listen, isolate=isolate, offloads=offloads, vnet_hdr=vnet_hdr,
         filters=(filter_in if filter_in is not None else filter_both,
                  filter_out if filter_out is not None else filter_both),
+        filter_options=("--filter-in" if filter_in is not None else "--filter",
+                        "--filter-out" if filter_out is not None else "--filter"),
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
 

@@ -71,6 +71,7 @@ class BridgeOptions:
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
     # tcpdump expressions for the frames from port 0 and from port 1 (None: all cross)
     filters: tuple[str | None, str | None] = (None, None)
+    filter_options: tuple[str, str] = ("--filter-in", "--filter-out")  # who gave them
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     if opts.isolate and not any(s.kind == "packet" for s in specs):
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")
-    programs = compile_filters(opts.filters)
+    programs = compile_filters(opts.filters, opts.filter_options)
     check_stats_dir(opts.stats_dir)
     check_not_running(opts.stats_dir, name)
     from nmbridge import engine, nic
@@ -195,9 +196,11 @@ def run_bridge(opts: BridgeOptions) -> Totals:
             return Totals(name, 0.0, 0, {}, "signal")
 
 
-def compile_filters(filters: tuple[str | None, str | None]) -> list[Program | None]:
+def compile_filters(filters: tuple[str | None, str | None],
+                    options: tuple[str, str] = ("--filter-in", "--filter-out"),
+                    ) -> list[Program | None]:
     """Each direction's expression compiled by libpcap (a bad one, or no libpcap, is a
-    usage error that names the option); the same expression is compiled once."""
+    usage error that names the option it came with); the same one is compiled once."""
     from nmbridge.pcapfilter import FilterSyntax, compile_filter
 
     out: list[Program | None] = []
@@ -207,12 +210,10 @@ def compile_filters(filters: tuple[str | None, str | None]) -> list[Program | No
         elif i == 1 and expr == filters[0]:
             out.append(out[0])
         else:
-            option = "--filter" if filters[0] == filters[1] else \
-                ("--filter-in", "--filter-out")[i]
             try:
                 out.append(compile_filter(expr))
             except FilterSyntax as exc:
-                raise FilterSyntax(f"{option} {exc.message}") from None
+                raise FilterSyntax(f"{options[i]} {exc.message}") from None
     return out
 
 

@@ -564,6 +564,14 @@ def test_a_bad_filter_is_a_usage_error_with_libpcaps_message(option: str) -> Non
 
 
 @needs_libpcap
+def test_a_bad_filter_names_the_option_it_came_with() -> None:
+    msg = error_line(nmbridge(*VALE_PAIR, "--filter", "udp", "--filter-out", "nope"), USAGE)
+    assert msg.startswith("--filter-out 'nope': ")
+    msg = error_line(nmbridge(*VALE_PAIR, "--filter", "nope", "--filter-out", "udp"), USAGE)
+    assert msg.startswith("--filter 'nope': ")
+
+
+@needs_libpcap
 def test_valid_filters_get_as_far_as_the_netmap_device() -> None:
     msg = error_line(nmbridge(*VALE_PAIR, "--filter", "udp port 9", "--filter-out", "arp"),
                      NO_NETMAP)
