@@ -17,6 +17,13 @@ of --runs runs; the cases are interleaved within each run, and the ratios are
 medians of same-run ratios.
 
     .venv/bin/python benchmarks/engine.py [--runs 7] [--seconds 0.2] [--cpu 1]
+    .venv/bin/python benchmarks/engine.py --filter 'udp port 9'
+
+With --filter EXPR (compiled by libpcap, as nmbridge --filter does), two more
+loops: nmb_forward with the filter set (every frame is a UDP frame
+198.18.0.1:9 -> 198.18.0.2:9, which the expression should let through), and
+nmb_forward on the same per-frame path with no filter (struct nmb_frame_hooks
+set, its match NULL): what the per-frame path costs, and what the filter adds.
 
 Prints a table, then one JSON line.
 """
@@ -49,7 +56,12 @@ int64_t bench_move(void *fn, void *rx, void *tx, uint32_t burst, int zerocopy,
 int64_t bench_plain(int zerocopy, void *rx, void *tx, uint32_t burst, uint64_t iters,
                     uint64_t *frames);
 int64_t bench_memcpy(void *dst, void *src, uint64_t chunk, uint64_t span, uint64_t iters);
+void bench_stamp(void *rx, void *tx, void *hdr, uint16_t n);
 """
+#: the headers of every frame: Ethernet, IPv4, UDP 198.18.0.1:9 -> 198.18.0.2:9
+HEADERS = bytes.fromhex("020000000002" "020000000001" "0800"
+                        "4500002e00070000401100" "00" "c6120001" "c6120002"
+                        "00090009001a0000")
 
 MODES = ("zero-copy", "copy")
 FRAMES = (64, 1514)
@@ -66,6 +78,7 @@ class Case:
     mode: str
     frame: int
     burst: int
+    filtered: bool = False  # with the per-frame and filter loops
     rates: dict[str, list[float]] = field(default_factory=dict)  # Mpps per run, per loop
     ratios: dict[str, list[float]] = field(default_factory=dict)  # same-run ratios
     iters: dict[str, int] = field(default_factory=dict)
@@ -75,7 +88,8 @@ class Case:
         return self.mode == "zero-copy"
 
     def loops(self) -> list[str]:
-        return ["forward", "move", "plain"] + ([] if self.zerocopy else ["memcpy"])
+        return (["forward", "move", "plain"] + ([] if self.zerocopy else ["memcpy"])
+                + (["per-frame", "filter"] if self.filtered else []))
 
 
 def _addr(ptr: Any) -> int:
@@ -85,7 +99,7 @@ def _addr(ptr: Any) -> int:
 class Bench:
     """The rings, the compiled loops, and one measurement at a time."""
 
-    def __init__(self, workdir: Path, slots: int) -> None:
+    def __init__(self, workdir: Path, slots: int, insns: Any = None) -> None:
         src = Path(core_build.__file__).resolve().parent / "src"
         cflags, _ = core_build.compile_args(dict(os.environ))
         so = benchlib.compile_c(LOOPS_C, workdir, shared=True, flags=cflags,
@@ -114,6 +128,12 @@ class Bench:
         self.txs = core_ffi.new("struct nmb_ring_stats[1]")
         self.pool: dict[int, tuple[Any, Any]] = {}
         self.prepared: tuple[str, int] | None = None
+        self.hooks = core_ffi.new("struct nmb_frame_hooks *")
+        self.filter: Any = None
+        if insns is not None:
+            from nmbridge.engine.filter import Filter
+
+            self.filter = Filter(insns)
 
     def _void(self, addr: int) -> Any:
         return self.ffi.cast("void *", addr)
@@ -138,12 +158,23 @@ class Bench:
         """One timed loop of iters bursts; returns frames per second."""
         if self.prepared != (case.mode, case.frame):
             self.lib.bench_prepare(self.rx, self.tx, case.frame)
+            self.lib.bench_stamp(self.rx, self.tx, self.ffi.from_buffer(HEADERS), len(HEADERS))
             self.prepared = (case.mode, case.frame)
         frames = self.ffi.new("uint64_t *")
         zc = 1 if case.zerocopy else 0
         st = self._void(_addr(self.state))
         rxs, txs = self._void(_addr(self.rxs)), self._void(_addr(self.txs))
-        if loop == "forward" or loop == "move":
+        if loop in ("per-frame", "filter"):
+            self.hooks.match = (core_ffi.addressof(core_lib, "nmb_filter_match")
+                                if loop == "filter" else core_ffi.NULL)
+            self.hooks.filter = self.filter.c if loop == "filter" else core_ffi.NULL
+            self.state.hooks = self.hooks
+            try:
+                ns = self.lib.bench_forward(self.fn["forward"], self.rx, self.tx, case.burst,
+                                            zc, iters, st, rxs, txs, frames)
+            finally:
+                self.state.hooks = core_ffi.NULL
+        elif loop == "forward" or loop == "move":
             bench = self.lib.bench_forward if loop == "forward" else self.lib.bench_move
             ns = bench(self.fn[loop], self.rx, self.tx, case.burst, zc, iters, st, rxs, txs,
                        frames)
@@ -170,7 +201,8 @@ class Bench:
 
 
 def measure(args: argparse.Namespace, bench: Bench, background: benchlib.Background) -> list[Case]:
-    cases = [Case(m, f, b) for m in MODES for f in FRAMES for b in BURSTS]
+    cases = [Case(m, f, b, filtered=bench.filter is not None) for m in MODES for f in FRAMES
+             for b in BURSTS]
     for case in cases:
         for loop in case.loops():
             bench.once(case, loop, 64)  # first touch of every page
@@ -189,6 +221,8 @@ def measure(args: argparse.Namespace, bench: Bench, background: benchlib.Backgro
             case.ratios.setdefault("plain", []).append(got["forward"] / got["plain"])
             if "memcpy" in got:
                 case.ratios.setdefault("memcpy", []).append(got["forward"] / got["memcpy"])
+            if "filter" in got:
+                case.ratios.setdefault("filter", []).append(got["filter"] / got["forward"])
     return cases
 
 
@@ -203,6 +237,10 @@ def summarize(cases: list[Case]) -> list[dict[str, Any]]:
         if "memcpy" in c.ratios:
             rec["forward_vs_memcpy"] = round(benchlib.median(c.ratios["memcpy"]), 3)
         rec["forward_ns_per_frame"] = round(1e3 / rec["forward_mpps"], 2)
+        if "filter" in c.ratios:
+            rec["filter_vs_forward"] = round(benchlib.median(c.ratios["filter"]), 3)
+            rec["per_frame_ns"] = round(1e3 / rec["per-frame_mpps"], 2)
+            rec["filter_ns"] = round(1e3 / rec["filter_mpps"], 2)
         rec["runs"] = len(c.rates["forward"])
         out.append(rec)
     return out
@@ -231,14 +269,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="the core to run on, default the last one")
     parser.add_argument("--slots", type=int, default=2048,
                         help="slots per ring (more than the largest burst), default 2048")
+    parser.add_argument("--filter", default=None, metavar="EXPR",
+                        help="also measure nmb_forward with this filter (tcpdump's language)")
     benchlib.add_quiet_options(parser)
     args = parser.parse_args(argv)
+    insns = None
+    if args.filter is not None:
+        from nmbridge import pcapfilter
+
+        insns = pcapfilter.compile_filter(args.filter).insns
     if args.slots <= max(BURSTS):
         parser.error(f"--slots must be more than {max(BURSTS)}")
     os.sched_setaffinity(0, {args.cpu})
     background = benchlib.Background()
     with benchlib.scratch_dir() as work:
-        bench = Bench(work, args.slots)
+        bench = Bench(work, args.slots, insns)
         try:
             cases = measure(args, bench, background)
         finally:
@@ -257,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     print(benchlib.table(
         ["mode", "frame", "burst", "nmb_forward", "nmb_ring_move", "plain loop", "fwd/plain",
          "memcpy block", "fwd/memcpy", "fwd Gbit/s", "ns/frame"], rows))
+    if args.filter is not None:
+        print()
+        print(f"with --filter '{args.filter}': nmb_forward on the per-frame path without a "
+              "filter, and with it (ns/frame; filter/fwd: the rate against nmb_forward's)")
+        print(benchlib.table(
+            ["mode", "frame", "burst", "fwd ns/frame", "per-frame ns/frame",
+             "filter ns/frame", "filter/fwd"],
+            [[r["mode"], r["frame_bytes"], r["burst"], r["forward_ns_per_frame"],
+              r["per_frame_ns"], r["filter_ns"], r["filter_vs_forward"]] for r in results]))
     print()
     print(f"zero-copy: nmb_forward at {goal['zerocopy_vs_plain_swap_min']:.0%} or more of the "
           f"plain swap loop (aim {TARGET_ZEROCOPY:.0%}): "
@@ -266,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if goal['copy1514_met'] else 'MISSED'}")
     benchlib.finish("engine", background,
                     {"runs": args.runs, "seconds": args.seconds, "cpu": args.cpu,
-                     "slots": args.slots, "buf_size": BUF_SIZE, "cflags": bench.cflags},
+                     "slots": args.slots, "buf_size": BUF_SIZE, "cflags": bench.cflags,
+                     "filter": args.filter},
                     results, targets=goal)
     return 0
 

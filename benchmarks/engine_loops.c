@@ -61,6 +61,16 @@ void bench_prepare(struct netmap_ring *rx, struct netmap_ring *tx, uint16_t len)
 	tx->tail = tx->num_slots - 1;
 }
 
+/* The first n bytes of every buffer of both rings (zero-copy swaps them): frames with
+ * real headers, for a filter to look at. */
+void bench_stamp(struct netmap_ring *rx, struct netmap_ring *tx, const void *hdr, uint16_t n)
+{
+	for (uint32_t i = 0; i < rx->num_slots; i++)
+		memcpy(nmb_slot_buf(rx, rx->slot[i].buf_idx), hdr, n);
+	for (uint32_t i = 0; i < tx->num_slots; i++)
+		memcpy(nmb_slot_buf(tx, tx->slot[i].buf_idx), hdr, n);
+}
+
 /* nmb_forward with one RX and one TX ring, as the loop calls it; returns ns. */
 int64_t bench_forward(void *fn, struct netmap_ring *rx, struct netmap_ring *tx, uint32_t burst,
 		      int zerocopy, uint64_t iters, struct nmb_rx_state *st,
