@@ -314,9 +314,12 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         )
         for line in bridge.offload_notes():
             terminal.info(line)
+        made: dict[int, Any] = {}  # one C filter for an expression given both ways
         for i, program in enumerate(programs):
             if program is not None:
-                bridge.set_filter(i, engine.filter.Filter(program.insns))
+                if id(program) not in made:
+                    made[id(program)] = engine.filter.Filter(program.insns)
+                bridge.set_filter(i, made[id(program)])
         labels = (f"{opts.roles[0]}->{opts.roles[1]}", f"{opts.roles[1]}->{opts.roles[0]}") \
             if opts.roles else (f"{specs[0].text}->{specs[1].text}",
                                 f"{specs[1].text}->{specs[0].text}")

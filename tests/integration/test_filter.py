@@ -7,7 +7,8 @@ counts the others as filtered, and as nothing else.
     [ns] fa0 ==veth== fa1   nmbridge -i packet:fa1 -i packet:fb1   fb1 ==veth== fb0
 
 Each bridge runs two expressions, --filter-in for the frames sent on fa0 (they come in
-by the first port) and --filter-out for those sent on fb0; no address anywhere, so the
+by the first port) and --filter-out for those sent on fb0 (the last, one --filter both
+ways); no address anywhere, so the
 namespace's own stack sends nothing. tests/integration/filter_peer.py sends and
 captures. Everything is removed after each test, whatever happens.
 """
@@ -37,7 +38,7 @@ NMBRIDGE = str(Path(sys.executable).parent / "nmbridge")
 PEER = str(Path(__file__).with_name("filter_peer.py"))
 START_TIMEOUT = 10.0
 
-#: (--filter-in, --filter-out): twelve expressions, two per bridge
+#: (--filter-in, --filter-out): twelve expressions, two per bridge; one given as --filter
 PAIRS = [
     ("udp port 9", "tcp"),
     ("ip6", "arp"),
@@ -45,6 +46,7 @@ PAIRS = [
     ("tcp[tcpflags] & tcp-syn != 0", "tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)"),
     ("portrange 1000-2000", "udp dst portrange 5000-5100"),
     ("ip[6:2] & 0x3fff != 0", "not ip and not ip6 or icmp or ip proto 47"),
+    ("udp and not port 9 or arp", "udp and not port 9 or arp"),  # --filter: both ways
 ]
 #: the source MAC of the frames sent each way (their index in its last byte)
 MARK_IN, MARK_OUT = bytes([2, 0, 0, 0xA1]), bytes([2, 0, 0, 0xB2])
@@ -93,9 +95,11 @@ def test_what_crosses_is_what_tcpdump_selects(
     stats_dir.mkdir(mode=0o700)
     log = tmp_path / "bridge.log"
     name = "filt"
-    argv = [NMBRIDGE, "-i", "packet:fa1", "-i", "packet:fb1", "--filter-in", filter_in,
-            "--filter-out", filter_out, "--name", name, "--stats-dir", str(stats_dir),
-            "--no-live"]
+    both = filter_in == filter_out
+    filters = ["--filter", filter_in] if both else \
+        ["--filter-in", filter_in, "--filter-out", filter_out]
+    argv = [NMBRIDGE, "-i", "packet:fa1", "-i", "packet:fb1", *filters, "--name", name,
+            "--stats-dir", str(stats_dir), "--no-live"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(sandbox.netns_exec(ns, argv), stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -131,7 +135,8 @@ def test_what_crosses_is_what_tcpdump_selects(
         (len(want_out), len(sent_out) - len(want_out), 0), d_out
     # the start says the filters once
     said = [line for line in text.splitlines() if line.startswith("filter ")]
-    assert said == [f"filter packet:fa1->packet:fb1 '{filter_in}', packet:fb1->packet:fa1 "
-                    f"'{filter_out}': frames that do not match are dropped, counted as "
+    ways = f"'{filter_in}' both ways" if both else \
+        f"packet:fa1->packet:fb1 '{filter_in}', packet:fb1->packet:fa1 '{filter_out}'"
+    assert said == [f"filter {ways}: frames that do not match are dropped, counted as "
                     "filtered"], text
     assert proc.returncode == 0, text
