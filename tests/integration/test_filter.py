@@ -1,6 +1,6 @@
 """Filter correctness against tcpdump itself (root, tcpdump): a set of frames (IPv4,
 IPv6, VLAN, ARP, TCP flags, port ranges, fragments) is replayed through a real bridge
-with each of a dozen expressions, and what crossed must be, frame by frame and in
+with each of thirteen expressions, and what crossed must be, frame by frame and in
 order, exactly what `tcpdump -r FILE EXPR` selects from the same frames; the bridge
 counts the others as filtered, and as nothing else.
 
@@ -8,9 +8,9 @@ counts the others as filtered, and as nothing else.
 
 Each bridge runs two expressions, --filter-in for the frames sent on fa0 (they come in
 by the first port) and --filter-out for those sent on fb0 (the last, one --filter both
-ways); no address anywhere, so the
-namespace's own stack sends nothing. tests/integration/filter_peer.py sends and
-captures. Everything is removed after each test, whatever happens.
+ways); no address anywhere, so the namespace's own stack sends nothing.
+tests/integration/filter_peer.py sends and captures. Everything is removed after each
+test, whatever happens.
 """
 
 from __future__ import annotations
