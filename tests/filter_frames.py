@@ -2,7 +2,7 @@
 ports in and out of ranges, fragments (addresses of 198.18.0.0/15 and 2001:db8::/32).
 
 Not a test module: tests/ffi/test_filter.py runs compiled programs on them, and
-tests/integration/test_filter_vs_tcpdump.py replays them through a bridge.
+tests/integration/test_filter_tcpdump.py replays them through a bridge.
 """
 
 from __future__ import annotations
