@@ -20,6 +20,12 @@ RUN_REASONS = {lib.NMB_RUN_BUDGET: "budget", lib.NMB_RUN_STOP: "stop",
 GONE = (errno.ENODEV, errno.ENXIO, errno.EBADFD)
 
 
+#: offload bits (offload.h) and what a person calls them
+_OFFLOAD_NAMES = ((lib.NMB_OFL_CSUM, "checksums"), (lib.NMB_OFL_TSO4, "TSO over IPv4"),
+                  (lib.NMB_OFL_TSO6, "TSO over IPv6"), (lib.NMB_OFL_TSO_ECN, "TSO with ECN"),
+                  (lib.NMB_OFL_USO, "UDP GSO"))
+
+
 @dataclass
 class RunResult:
     reason: str  # "budget", "stop", "limit", "signal"
@@ -83,9 +89,14 @@ class Bridge:
         for src, dst in ((a, b), (b, a)):
             if not src.c.hdr_len or (dst.c.hdr_len and dst.c.offloads == full):
                 continue
-            what = "no virtio-net header" if not dst.c.hdr_len else "not every offload"
-            notes.append(f"{src.spec.text} -> {dst.spec.text}: super-frames segmented and "
-                         f"checksums finished in software ({dst.spec.text} takes {what})")
+            if not dst.c.hdr_len:
+                notes.append(f"{src.spec.text} -> {dst.spec.text}: super-frames segmented and "
+                             f"checksums finished in software ({dst.spec.text} takes no "
+                             "virtio-net header)")
+                continue
+            missing = [name for bit, name in _OFFLOAD_NAMES if not dst.c.offloads & bit]
+            notes.append(f"{src.spec.text} -> {dst.spec.text}: what {dst.spec.text} does not "
+                         f"take ({', '.join(missing)}) is done in software")
         return notes
 
     def rings(self) -> list[RingInfo]:

@@ -318,6 +318,11 @@ def test_tcp_stream_arrives_intact_both_ways(topo: Topology) -> None:
         assert not sent["error"], f"{name}: {sent}"
     assert_no_checksum_errors(topo)
     assert_bridge_dropped_nothing(bridge, topo)
+    # the super-frames crossed whole (zero-copy), not cut into MTU frames on the way
+    rx = [r for r in bridge.settled_rings() if r["direction"] == "rx"]
+    assert all(r["bytes"] > 4 * 1514 * r["frames"] for r in rx if r["bytes"] > TCP_BYTES), rx
+    assert not any(r["offloads"]["gso_frames"] for r in rx), rx
+    assert "offloads carried end to end" in bridge.log.read_text(errors="replace")
     bridge.stop()
 
 
