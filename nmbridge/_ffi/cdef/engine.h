@@ -18,4 +18,4 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
 		     struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint32_t *next_rx);
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
 int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		 uint32_t ntx);
+		 uint32_t ntx, const struct nmb_rx_state *st);
