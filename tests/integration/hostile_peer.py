@@ -47,6 +47,8 @@ TCP_PORT = 47103  # nobody listens: a hostile TCP frame that got through is answ
 ETH, IPH, TCPH, UDPH = 14, 20, 20, 8
 L4 = ETH + IPH  # where the L4 header starts (no tag, no IP options)
 IPV4 = b"\x08\x00"
+#: the longest frame a veth passes as one super-frame: shorter than its gso_max_size
+MAX_GSO_FRAME = 65535
 MARKER = re.compile(rb"NMB([GH])(\d{4})")
 READY = "READY"
 
@@ -156,7 +158,9 @@ def udp_gso(index: int, size: int, gso_size: int, tag: str = "H",
 def good(index: int, kind: int) -> Case:
     """Good frames, four kinds in turn: a plain datagram checksummed, one whose
     checksum is left to finish, a USO super-frame of three datagrams, and the
-    largest USO super-frame there is (IP total length 65535: 47 datagrams)."""
+    largest USO super-frame a veth passes whole (47 datagrams): under its
+    gso_max_size, 65536 bytes from the Ethernet header on (a larger one it
+    segments itself)."""
     name = f"good-{index}"
     if kind == 0:
         seg = udp(payload("G", index, 200), partial=False)
@@ -165,7 +169,7 @@ def good(index: int, kind: int) -> Case:
         seg = udp(payload("G", index, 300))
         return Case(name, GOOD, vnet(NEEDS_CSUM, csum_start=L4, csum_offset=6),
                     IPV4 + ipv4(17, seg, index) + seg)
-    size, gso = (400, 3 * 400) if kind == 2 else (1400, 65535 - IPH - UDPH)
+    size, gso = (400, 3 * 400) if kind == 2 else (1400, MAX_GSO_FRAME - ETH - IPH - UDPH)
     body = b"".join(payload("G", index, min(size, gso - k)) for k in range(0, gso, size))
     seg = udp(body)
     return Case(name, GOOD, vnet(NEEDS_CSUM, GSO_UDP_L4, size, L4, 6),

@@ -38,7 +38,8 @@ veth fragments it). What it takes as it is and nmbridge must drop: gso_size 1
 (more segments than nmbridge makes), an IP total length short of or past the
 frame, an IP fragment, three VLAN tags, a UDP length that disagrees with the
 frame. Each case says which of these it is (hostile_peer.py, hostile()); the
-good frames include the largest USO super-frame (IP total length 65535).
+good frames include the largest USO super-frame a veth passes whole (65535
+bytes from the Ethernet header on).
 
 Namespaces, links and processes are removed after each test, whatever happens.
 Only 198.18.0.0/15. Timeouts only stop a hang.

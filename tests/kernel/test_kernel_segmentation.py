@@ -26,6 +26,7 @@ are tests/integration/offload_peer.py. Timeouts only stop a hang.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -51,6 +52,7 @@ pytestmark = pytest.mark.root
 HERE = Path(__file__).resolve().parent
 PEER = str(HERE.parent / "integration" / "offload_peer.py")
 RELAY = str(HERE / "wire_relay.py")
+HOSTILE = str(HERE.parent / "integration" / "hostile_peer.py")
 A_ADDR, B_ADDR = "198.18.0.1", "198.18.0.2"
 A_MAC, B_MAC = "02:00:c6:12:02:01", "02:00:c6:12:02:02"
 NAME = "kseg"
@@ -172,6 +174,18 @@ def report(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
     lines = [x for x in out.splitlines() if x.startswith("{")]
     assert lines, f"{what}: no report (status {proc.returncode}): {err.strip()}"
     return dict(json.loads(lines[-1]))
+
+
+def report_list(proc: subprocess.Popen[str], what: str) -> list[dict[str, Any]]:
+    """The JSON list a program printed last."""
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT + 5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    lines = [x for x in out.splitlines() if x.startswith("[")]
+    assert lines, f"{what}: no report (status {proc.returncode}): {err.strip()}"
+    return list(json.loads(lines[-1]))
 
 
 class Bridged:
@@ -309,3 +323,58 @@ def test_udp_segment_burst_through_a_fake_nic(lab: Lab, native: str) -> None:
     assert datagrams > len(UDP_BUFFERS)
     rings, relay = bridged.stop()
     check_books(lab, rings, relay)
+
+
+def load_hostile_peer() -> Any:
+    """tests/integration/hostile_peer.py as a module: its cases' verdicts, judge()."""
+    spec = importlib.util.spec_from_file_location("hostile_peer", HOSTILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("hostile_peer", module)  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def rx_packets(ns: str, ifname: str) -> int:
+    path = f"/sys/class/net/{ifname}/statistics/rx_packets"
+    return int(subprocess.run(netns_exec(ns, ["cat", path]), capture_output=True, text=True,
+                              timeout=30, check=True).stdout)
+
+
+@NICS
+def test_hostile_headers_toward_a_fake_nic(lab: Lab, native: str) -> None:
+    """The hostile headers of tests/integration/test_hostile_headers.py, from a0, where
+    the bridge segments what it passes (nmb_gso_segment on a header the far end chose):
+    what the kernel takes as it is and nmbridge must drop is dropped and counted, the
+    rest arrives in MTU frames with their checksums right, the good frames whole and in
+    order."""
+    peer = load_hostile_peer()
+    bridged = Bridged(lab, native)
+    before_in, before_out = rx_packets(lab.br_ns, "pk0"), rx_packets(lab.b_ns, "b0")
+    capture = lab.start(lab.b_ns, HOSTILE, "capture", "b0", f"{TIMEOUT:g}")
+    ready(capture, "the receiver's capture")
+    receiver = lab.start(lab.b_ns, HOSTILE, "udp-recv", B_ADDR, f"{TIMEOUT:g}")
+    ready(receiver, "the receiver")
+    attacker = lab.start(lab.a_ns, HOSTILE, "send", "a0", B_MAC)
+    sent, arrived, datagrams = (report_list(p, what) for p, what in (
+        (attacker, "the attacker"), (capture, "the capture"), (receiver, "the receiver")))
+    rings, relay = bridged.stop()
+    came_in = rx_packets(lab.br_ns, "pk0") - before_in
+    went_out = rx_packets(lab.b_ns, "b0") - before_out
+
+    outcome, wrong = peer.judge(sent, {a["marker"] for a in arrived})
+    print("\n".join(f"  {name}: {what}" for name, what in outcome.items()))
+    assert not wrong, "\n".join(wrong)
+    good = [s for s in sent if s["expect"] == peer.GOOD]
+    want = [s["marker"] for s in good for _ in range(s["datagrams"])]
+    got = [d for d in datagrams if d["marker"].startswith("NMBG")]
+    assert [d["marker"] for d in got] == want and all(d["whole"] for d in got), datagrams
+
+    pk_rx, fk_tx = ring(rings, "packet:pk0", "rx"), ring(rings, "netmap:fk0", "tx")
+    print(f"in {came_in}, out {went_out}: {pk_rx} {fk_tx} {relay}")
+    assert pk_rx["frames"] + pk_rx["drops"] == came_in, pk_rx
+    assert pk_rx["drops"] == list(outcome.values()).count("dropped"), pk_rx
+    assert fk_tx["drops"] == 0 and fk_tx["frames"] == relay["to_veth"] == went_out, fk_tx
+    assert fk_tx["offloads"]["gso_segments"] > pk_rx["offloads"]["gso_frames"] > 0
+    assert relay["longest"] <= MTU_FRAME and relay["shim"]["bad_slots"] == 0, relay
+    assert not any(csum_errors(lab.b_ns).values()), csum_errors(lab.b_ns)
