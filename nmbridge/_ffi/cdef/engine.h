@@ -4,6 +4,7 @@ struct nmb_xlate {
 	uint32_t dst_hdr;
 	uint32_t dst_offloads;
 	uint32_t check;
+	uint32_t dst_max_frame;
 };
 struct nmb_rx_state {
 	uint32_t hdr;

@@ -365,7 +365,7 @@ static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct net
 	}
 	/* a super-frame the TX side cannot take whole is segmented here */
 	if (vh.gso_type != NMB_VNET_GSO_NONE && (x->dst_hdr == 0 || (need & ~(int)x->dst_offloads))) {
-		struct nmb_tx_out out = {tx, *txh, *tx_room, x->dst_hdr, 0};
+		struct nmb_tx_out out = {tx, *txh, *tx_room, x->dst_hdr, 0, x->dst_max_frame};
 		uint32_t want = 0;
 		int segs = nmb_gso_segment(&vh, &f, &out, &want);
 

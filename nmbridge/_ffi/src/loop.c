@@ -100,6 +100,7 @@ static void plan_xlate(struct nmb_bridge *b, int from)
 	x->dst_hdr = dst->hdr_len;
 	x->dst_offloads = dst->offloads;
 	x->check = (uint32_t)check;
+	x->dst_max_frame = dst->max_frame;
 	for (uint32_t r = 0; r < src->nrx; r++) {
 		b->rxstate[src->stats_rx + r].hdr = src->hdr_len;
 		b->rxstate[src->stats_rx + r].xlate = same && !check ? NULL : x;
