@@ -152,6 +152,30 @@ def tcp_gso(index: int, size: int, gso_size: int, **kw: int) -> tuple[bytes, byt
     return header, (tags[:2] + tags[2:] + ethertype if vlans else ethertype) + ip + seg
 
 
+#: IPv6 addresses of the same two hosts: IPv4-mapped, so still in 198.18.0.0/15 (nobody
+#: answers them; the capture at the receiver's interface is what sees them arrive)
+SRC_IP6 = bytes(10) + b"\xff\xff" + SRC_IP
+DST_IP6 = bytes(10) + b"\xff\xff" + DST_IP
+IPV6 = b"\x86\xdd"
+
+
+def tcp6_gso(index: int, size: int, gso_size: int, *, plen: int | None = None,
+             exts: int = 0, ext: int = 60) -> tuple[bytes, bytes]:
+    """A TCPv6 super-frame from its EtherType on, behind exts extension headers of type
+    ext (8 bytes each), its payload length plen if given."""
+    body = payload("H", index, size)
+    h = struct.pack("!HHIIBBHHH", 40000, TCP_PORT, 1000, 0, 5 << 4, 0x18, 65535, 0, 0)
+    seg = h + body
+    words = struct.unpack("!16H", SRC_IP6 + DST_IP6)
+    seg = seg[:16] + struct.pack("!H", fold(sum(words) + 6 + len(seg))) + seg[18:]
+    chain = b"".join(struct.pack("!BB6x", ext if k + 1 < exts else 6, 0) for k in range(exts))
+    first = ext if exts else 6
+    ip = struct.pack("!IHBB16s16s", 6 << 28, plen if plen is not None else len(chain) + len(seg),
+                     first, 64, SRC_IP6, DST_IP6)
+    start = ETH + 40 + len(chain)
+    return vnet(NEEDS_CSUM, GSO_TCPV6, gso_size, start, 16), IPV6 + ip + chain + seg
+
+
 def udp_gso(index: int, size: int, gso_size: int, tag: str = "H",
             length: int | None = None, gso_type: int = GSO_UDP_L4) -> tuple[bytes, bytes]:
     seg = udp(payload(tag, index, size), length=length)
@@ -210,6 +234,12 @@ def hostile() -> list[Case]:
     add("three vlan tags", DROPPED, tcp_gso, 4000, 1448, vlans=3)
     add("csum_start at the tcp payload", REFUSED, tcp_gso, 4000, 1448, csum_start=L4 + 20)
     add("csum_start in the ip options", REFUSED, tcp_gso, 4000, 1448, ihl=6, csum_start=L4)
+    add("tcpv6 super-frame, sound", PASSES, tcp6_gso, 4000, 1400)
+    add("tcpv6 payload length disagreeing", DROPPED, tcp6_gso, 4000, 1400, plen=3000)
+    add("tcpv6 behind two destination options", PASSES, tcp6_gso, 4000, 1400, exts=2)
+    # sound to the kernel; nmbridge keeps a super-frame's headers within GSO_MAX_HDRS
+    add("tcpv6 headers past 256 bytes (30 options)", DROPPED, tcp6_gso, 4000, 1400, exts=30)
+    add("tcpv6 behind a fragment header", REFUSED, tcp6_gso, 4000, 1400, exts=1, ext=44)
     add("udp_l4 with 140 segments", REFUSED, udp_gso, 1400, 10)
     add("udp_l4 length disagreeing", DROPPED, udp_gso, 4000, 1000, length=900)
     add("udp_l4 with the ecn bit", REFUSED, udp_gso, 4000, 1000, gso_type=GSO_UDP_L4 | GSO_ECN)

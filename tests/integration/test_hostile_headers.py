@@ -27,7 +27,8 @@ segments than UDP_MAX_SEGMENTS and USO with the ECN bit (EINVAL); csum_start
 anywhere but the transport header it finds by dissecting the frame (at the IP
 header, in the IP options, inside the TCP header, at the payload), a TCP doff
 past the frame, an IP header length under 20, UDP inside a TCPV4 super-frame,
-a super-frame that is not IP (ENOMEM: the dissector's pull fails). Older
+a super-frame that is not IP, TCPv6 behind a fragment header (ENOMEM: the
+dissector finds no transport header where csum_start says). Older
 kernels accept some of these: nmbridge's own check then drops them (hence they
 stay in the list, and the test takes a refusal or a drop for them).
 
@@ -37,9 +38,11 @@ without NEEDS_CSUM (it sets it), an unknown header flag (cleared), UFO (the
 veth fragments it). What it takes as it is and nmbridge must drop: gso_size 1
 (more segments than nmbridge makes), an IP total length short of or past the
 frame, an IP fragment, three VLAN tags, a UDP length that disagrees with the
-frame. Each case says which of these it is (hostile_peer.py, hostile()); the
-good frames include the largest USO super-frame a veth passes whole (65535
-bytes from the Ethernet header on).
+frame, an IPv6 payload length that disagrees with it, IPv6 extension headers
+that put the TCP header past 256 bytes (sound to the kernel: nmbridge keeps a
+super-frame's headers within GSO_MAX_HDRS). Each case says which of these it
+is (hostile_peer.py, hostile()); the good frames include the largest USO
+super-frame a veth passes whole (65535 bytes from the Ethernet header on).
 
 Namespaces, links and processes are removed after each test, whatever happens.
 Only 198.18.0.0/15. Timeouts only stop a hang.
