@@ -399,12 +399,13 @@ static int kernel_events(struct nmb_bridge *b, int i, short *ev)
 		*ev |= POLLOUT;
 	/*
 	 * A frame that needs more TX slots than are free (a chain, a
-	 * super-frame's segments), some being
-	 * free: poll() would answer POLLOUT at once, and on a native
-	 * NIC its txsync reclaims no finished slot while any is free
-	 * (only NIOCTXSYNC forces it): the loop would spin for ever.
+	 * super-frame's segments), some being free: poll() would answer
+	 * POLLOUT at once, and on a native NIC its txsync reclaims no
+	 * finished slot while any is free (only NIOCTXSYNC forces it): the
+	 * loop would spin for ever.
 	 */
-	if ((*ev & POLLOUT) && nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx, &b->rxstate[q->stats_rx])) {
+	if ((*ev & POLLOUT) &&
+	    nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx, &b->rxstate[q->stats_rx])) {
 		int r = nmb_kport_txsync(p);
 
 		for (uint32_t k = 0; k < p->ntx; k++)
