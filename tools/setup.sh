@@ -20,6 +20,8 @@ command -v groff >/dev/null || need_pkgs+=(groff-base)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+command -v tshark >/dev/null || need_pkgs+=(tshark)
 if ((${#need_pkgs[@]})); then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing Debian packages: ${need_pkgs[*]}"

@@ -120,6 +120,12 @@ class Bridge:
             raise PortFailed(f"{port.spec.text}: {os.strerror(err)}")
         return RunResult(RUN_REASONS[rc], self.forwarded)
 
+    def set_capture(self, capture: Any) -> None:
+        """Hand a copy of every frame that crosses, both ways, to capture (an
+        engine.capture.Capture, closed only after the bridge's last flush)."""
+        self._capture = capture
+        lib.nmb_bridge_set_capture(self._c, capture.hook(), capture.c)
+
     def request_stop(self) -> None:
         lib.nmb_bridge_request_stop(self._c)
 
