@@ -29,6 +29,8 @@ class Row:
     drops: int
     txfull: int
     errors: int
+    captured: int = 0
+    capture_dropped: int = 0
 
 
 def direction_label(snap: Snapshot, port: int) -> str:
@@ -85,6 +87,8 @@ def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
                 drops=_drops(v) + (tx_drop if r.ring == first_rx else 0),
                 txfull=v.get("txfull", 0),
                 errors=v.get("errors", 0),
+                captured=v.get("captured", 0),
+                capture_dropped=v.get("capture_dropped", 0),
             )
         )
     return out
@@ -129,30 +133,30 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     all_rows = rows(snap, prev)
+    # the capture's columns only while a capture (--pcap) counts something
+    capturing = any(r.captured or r.capture_dropped for r in all_rows)
+    if capturing:
+        table.add_column("captured", justify="right")
+        table.add_column("capture drops", justify="right")
     for row in all_rows:
-        _add_text_row(
-            table,
-            row.direction,
-            row.ring,
-            f"{row.frames:,}",
-            human_rate(row.fps, "fps"),
-            human_rate(row.bps, "bit/s"),
-            f"{row.drops:,}",
-            f"{row.txfull:,}",
-            f"{row.errors:,}",
-        )
+        cells = [row.direction, row.ring, f"{row.frames:,}", human_rate(row.fps, "fps"),
+                 human_rate(row.bps, "bit/s"), f"{row.drops:,}", f"{row.txfull:,}",
+                 f"{row.errors:,}"]
+        if capturing:
+            cells += [f"{row.captured:,}", f"{row.capture_dropped:,}"]
+        _add_text_row(table, *cells)
     if all_rows:
         table.add_section()
-        table.add_row(
-            "total",
-            "",
-            f"{sum(r.frames for r in all_rows):,}",
-            human_rate(sum(r.fps for r in all_rows), "fps"),
-            human_rate(sum(r.bps for r in all_rows), "bit/s"),
-            f"{sum(r.drops for r in all_rows):,}",
-            f"{sum(r.txfull for r in all_rows):,}",
-            f"{sum(r.errors for r in all_rows):,}",
-        )
+        cells = ["total", "", f"{sum(r.frames for r in all_rows):,}",
+                 human_rate(sum(r.fps for r in all_rows), "fps"),
+                 human_rate(sum(r.bps for r in all_rows), "bit/s"),
+                 f"{sum(r.drops for r in all_rows):,}",
+                 f"{sum(r.txfull for r in all_rows):,}",
+                 f"{sum(r.errors for r in all_rows):,}"]
+        if capturing:
+            cells += [f"{sum(r.captured for r in all_rows):,}",
+                      f"{sum(r.capture_dropped for r in all_rows):,}"]
+        table.add_row(*cells)
     return table
 
 
@@ -211,8 +215,16 @@ def totals_phrase(directions: dict[str, dict[str, int]]) -> str:
     stop, and of systemd's STATUS=."""
     return "; ".join(
         f"{label} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes {dropped(v)} dropped"
+        + _capture_phrase(v)
         for label, v in directions.items()
     )
+
+
+def _capture_phrase(v: dict[str, int]) -> str:
+    """' 5 captured 0 capture_dropped' while a capture saw the direction, else ''."""
+    if not v.get("captured") and not v.get("capture_dropped"):
+        return ""
+    return f" {v.get('captured', 0)} captured {v.get('capture_dropped', 0)} capture_dropped"
 
 
 def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:

@@ -29,6 +29,7 @@ from nmbridge.counters import (
     stats_path,
 )
 from nmbridge.errors import NoSuchPort, UsageError
+from nmbridge.pcap import PcapOptions
 from nmbridge.portspec import (
     NIC_KINDS,
     NIC_RING_KINDS,
@@ -68,6 +69,7 @@ class BridgeOptions:
     isolate: bool = False  # packet: ports: their interfaces taken from the host stack
     offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
+    pcap: PcapOptions | None = None  # --pcap: a copy of what crosses, in pcapng
 
 
 @dataclass
@@ -139,6 +141,22 @@ class _StopSignals:
 
 def _port_meta(spec: PortSpec, role: str | None, kind: str) -> dict[str, Any]:
     return {"name": spec.text, "kind": spec.kind, "backend": kind, "role": role}
+
+
+@contextlib.contextmanager
+def _capturing(opts: PcapOptions | None, specs: list[PortSpec]) -> Iterator[Any]:
+    """The capture, running from before the ports open (a file that cannot be written
+    stops the start) until after the bridge's last flush."""
+    if opts is None:
+        yield None
+        return
+    from nmbridge.pcap import CaptureWatch, open_capture
+
+    watch = CaptureWatch(open_capture(opts, (specs[0].text, specs[1].text)), opts)
+    try:
+        yield watch
+    finally:
+        watch.close()
 
 
 @contextlib.contextmanager
@@ -243,7 +261,8 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
     from nmbridge.commands.stats import serving_metrics
 
     nics = [s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS]
-    with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
+    with _capturing(opts.pcap, specs) as capture, \
+            nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
             _opened(specs) as ports:
         serve()
@@ -276,6 +295,8 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         )
         for line in bridge.offload_notes():
             terminal.info(line)
+        if capture is not None:
+            bridge.set_capture(capture.capture)
         roles = opts.roles or (None, None)
         writer = StatsWriter(
             opts.stats_dir,
@@ -294,7 +315,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         try:
             bridge.attach_shared(writer.map, writer.counters_offset)
             startup.starting = False  # _forward's own handling comes at once
-            return _forward(opts, name, bridge, writer, watcher, ports)
+            return _forward(opts, name, bridge, writer, watcher, ports, capture)
         finally:
             bridge.detach_shared()
             writer.close()
@@ -302,7 +323,8 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 
 
 def _forward(
-    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any, ports: list[Any]
+    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any,
+    ports: list[Any], capture: Any = None,
 ) -> Totals:
     mode = "zero-copy" if bridge.zero_copy else "copy"
     why = ""
@@ -335,6 +357,8 @@ def _forward(
                 watcher.poll()
                 res = bridge.run(LOOP_BUDGET_MS)
                 errors.check()
+                if capture is not None:
+                    capture.check()
                 if not ready_sent:
                     ready_sent = True
                     if opts.on_ready:

@@ -537,3 +537,42 @@ def test_rx_usecs_reaches_the_bridge_with_the_one_default_and_range(
     assert [o.rx_usecs for o in seen] == [RX_USECS.default, 0, RX_USECS.high]
     result = CliRunner().invoke(cli.cli, [*base, "--rx-usecs", str(RX_USECS.high + 1)])
     assert result.exit_code == USAGE
+
+
+# ---------------------------------------------------------------- --pcap
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--snaplen", "100"], "--snaplen applies to a capture: give --pcap FILE too"),
+    (["--pcap-size", "1"], "--pcap-size applies to a capture: give --pcap FILE too"),
+    (["--pcap-filter", "udp"], "--pcap-filter applies to a capture: give --pcap FILE too"),
+    (["--pcap", "c.pcapng", "--pcap-files", "3"], "--pcap-files N needs --pcap-size MB"),
+    (["--pcap", "-", "--pcap-size", "1"], "--pcap-size: standard output cannot be rotated"),
+    (["--pcap", "-", "--live"], "--live: standard output carries the capture (--pcap -)"),
+    (["--pcap", ""], "--pcap: give a file name, or - for standard output"),
+])
+def test_capture_options_that_cannot_go_together(args: list[str], says: str) -> None:
+    assert error_line(nmbridge("-i", "packet:v0", "-i", "tap:t0", *args), USAGE).startswith(
+        says)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--snaplen", "-1"), ("--snaplen", "262145"), ("--pcap-size", "0"), ("--pcap-files", "0"),
+])
+def test_bad_capture_values(option: str, value: str) -> None:
+    msg = error_line(nmbridge("nmbnosuch0", "--pcap", "x", option, value), USAGE)
+    assert msg.startswith(f"Invalid value for '{option}': ")
+
+
+def test_a_capture_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "such" / "dir" / "c.pcapng"
+    # tap: ports: no interface to look for first; the file fails before they are made
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where)), USAGE)
+    assert msg == f"--pcap {where}: cannot write {where}: No such file or directory"
+
+
+def test_a_ring_of_capture_files_starts_with_file0(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "c"
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where),
+                              "--pcap-size", "1", "--pcap-files", "10"), USAGE)
+    assert msg.endswith(f"cannot write {where}0: No such file or directory")
