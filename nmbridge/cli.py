@@ -176,6 +176,16 @@ def cli() -> None:
               help="VALE port PORT (as given with -i) carries a virtio-net header of LEN "
                    "bytes (10 or 12) in front of each frame, as QEMU's netmap backend "
                    "sets it: TSO and checksum offload pass through the switch.")
+@click.option("--filter", "filter_both", default=None, metavar="EXPR",
+              help="Only frames that match EXPR cross, both ways; the others are dropped and "
+                   "counted as filtered. EXPR is tcpdump's filter language (pcap-filter(7)), "
+                   "compiled by libpcap.")
+@click.option("--filter-in", default=None, metavar="EXPR",
+              help="As --filter, for the frames that come in by the first port (IFACE's "
+                   "wire) and go to the second; in place of --filter that way.")
+@click.option("--filter-out", default=None, metavar="EXPR",
+              help="As --filter, for the frames that go out by the first port (from the "
+                   "second: IFACE's host stack to its wire); in place of --filter that way.")
 @click.option("--pcap", "pcap", default=None, metavar="FILE",
               help="Write every frame that crosses, both ways, to FILE in pcapng (- for "
                    "standard output: pipe it to tshark -r - or tcpdump -r -): an interface "
@@ -200,9 +210,11 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
                duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
-               offloads: str, vnet_hdr: tuple[tuple[str, int], ...], pcap: str | None,
-               snaplen: int | None, pcap_size: int | None, pcap_files: int | None,
-               pcap_filter: str | None, verbose: int, quiet: int) -> None:
+               offloads: str, vnet_hdr: tuple[tuple[str, int], ...],
+               filter_both: str | None, filter_in: str | None, filter_out: str | None,
+               pcap: str | None, snaplen: int | None, pcap_size: int | None,
+               pcap_files: int | None, pcap_filter: str | None, verbose: int,
+               quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
@@ -242,6 +254,8 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
         duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
         metrics_listen=metrics_listen, isolate=isolate, offloads=offloads, vnet_hdr=vnet_hdr,
+        filters=(filter_in if filter_in is not None else filter_both,
+                 filter_out if filter_out is not None else filter_both),
         pcap=capture,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))

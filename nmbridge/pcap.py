@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nmbridge import terminal
 from nmbridge.errors import UsageError
+
+if TYPE_CHECKING:
+    from nmbridge.pcapfilter import Program
 
 #: tcpdump's default snap length (-s 0 means it too)
 DEFAULT_SNAPLEN = 262144
@@ -58,9 +61,9 @@ def open_capture(opts: PcapOptions, ports: tuple[str, str]) -> Any:
     """The capture running (its writer thread started, the first file written); a file
     that cannot be written is a usage error, before the bridge starts."""
     from nmbridge.engine.capture import Capture, file_name
+    from nmbridge.engine.filter import Filter
 
-    if opts.filter is not None:
-        raise UsageError("--pcap-filter: this build has no filter support yet (libpcap)")
+    flt = Filter(_compiled(opts.filter).insns) if opts.filter is not None else None
     if opts.path == STDOUT:
         fd = os.dup(1)
         os.set_inheritable(fd, False)
@@ -73,8 +76,22 @@ def open_capture(opts: PcapOptions, ports: tuple[str, str]) -> Any:
             raise UsageError(f"--pcap {opts.path}: cannot write {first}: "
                              f"{exc.strerror}") from None
         path = opts.path
-    return Capture(fd, direction_names(ports), path=path, snaplen=opts.snaplen,
-                   file_bytes=opts.size_mb * SIZE_UNIT, files=opts.files)
+    capture = Capture(fd, direction_names(ports), path=path, snaplen=opts.snaplen,
+                      file_bytes=opts.size_mb * SIZE_UNIT, files=opts.files)
+    if flt is not None:
+        capture.set_filter(flt)
+    return capture
+
+
+def _compiled(expression: str) -> Program:
+    """The capture filter compiled by libpcap; a bad one (or no libpcap) a usage error
+    that names the option and gives libpcap's message."""
+    from nmbridge.pcapfilter import FilterSyntax, compile_filter
+
+    try:
+        return compile_filter(expression)
+    except FilterSyntax as exc:
+        raise FilterSyntax(f"--pcap-filter {exc.message}") from None
 
 
 class CaptureWatch:

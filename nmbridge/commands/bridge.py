@@ -30,6 +30,7 @@ from nmbridge.counters import (
 )
 from nmbridge.errors import NoSuchPort, UsageError
 from nmbridge.pcap import PcapOptions
+from nmbridge.pcapfilter import Program
 from nmbridge.portspec import (
     NIC_KINDS,
     NIC_RING_KINDS,
@@ -70,6 +71,8 @@ class BridgeOptions:
     offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
     pcap: PcapOptions | None = None  # --pcap: a copy of what crosses, in pcapng
+    # tcpdump expressions for the frames from port 0 and from port 1 (None: all cross)
+    filters: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass
@@ -188,6 +191,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     if opts.isolate and not any(s.kind == "packet" for s in specs):
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")
+    programs = compile_filters(opts.filters)
     check_stats_dir(opts.stats_dir)
     check_not_running(opts.stats_dir, name)
     from nmbridge import engine, nic
@@ -203,10 +207,42 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     # without unwinding, and the offloads would stay off)
     with _early_sigterm() as startup:
         try:
-            return _start(opts, specs, name, startup)
+            return _start(opts, specs, name, startup, programs)
         except _StoppedEarly:
             terminal.info("nmbridge: stopped (signal) before forwarding")
             return Totals(name, 0.0, 0, {}, "signal")
+
+
+def compile_filters(filters: tuple[str | None, str | None]) -> list[Program | None]:
+    """Each direction's expression compiled by libpcap (a bad one, or no libpcap, is a
+    usage error that names the option); the same expression is compiled once."""
+    from nmbridge.pcapfilter import FilterSyntax, compile_filter
+
+    out: list[Program | None] = []
+    for i, expr in enumerate(filters):
+        if expr is None:
+            out.append(None)
+        elif i == 1 and expr == filters[0]:
+            out.append(out[0])
+        else:
+            option = "--filter" if filters[0] == filters[1] else \
+                ("--filter-in", "--filter-out")[i]
+            try:
+                out.append(compile_filter(expr))
+            except FilterSyntax as exc:
+                raise FilterSyntax(f"{option} {exc.message}") from None
+    return out
+
+
+def filter_note(labels: tuple[str, str], programs: list[Program | None]) -> str | None:
+    """The line that says the filters once, or None without any."""
+    if programs[0] is None and programs[1] is None:
+        return None
+    tail = ": frames that do not match are dropped, counted as filtered"
+    if programs[0] is not None and programs[0] == programs[1]:
+        return f"filter '{programs[0].expression}' both ways{tail}"
+    ways = [f"{label} '{p.expression}'" for label, p in zip(labels, programs) if p is not None]
+    return f"filter {', '.join(ways)}{tail}"
 
 
 def with_vnet_hdr(specs: list[PortSpec], asked: tuple[tuple[str, int], ...]) -> list[PortSpec]:
@@ -256,7 +292,8 @@ def _early_sigterm() -> Iterator[_Startup]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Startup) -> Totals:
+def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Startup,
+           programs: list[Program | None]) -> Totals:
     from nmbridge import engine, nic
     from nmbridge.commands.stats import serving_metrics
 
@@ -297,6 +334,14 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
             terminal.info(line)
         if capture is not None:
             bridge.set_capture(capture.capture)
+        for i, program in enumerate(programs):
+            if program is not None:
+                bridge.set_filter(i, engine.filter.Filter(program.insns))
+        labels = (f"{opts.roles[0]}->{opts.roles[1]}", f"{opts.roles[1]}->{opts.roles[0]}") \
+            if opts.roles else (f"{specs[0].text}->{specs[1].text}",
+                                f"{specs[1].text}->{specs[0].text}")
+        if (note := filter_note(labels, programs)) is not None:
+            terminal.info(note)
         roles = opts.roles or (None, None)
         writer = StatsWriter(
             opts.stats_dir,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nmbridge.engine._core import check, ffi, lib
+from nmbridge.engine.filter import Filter, match_function
 
 #: tcpdump's default snap length, and the largest the capture takes
 SNAPLEN_MAX = int(lib.NMB_CAPTURE_SNAPLEN_MAX)
@@ -74,10 +75,11 @@ class Capture:
         """The engine's capture hook, nmb_capture_frame."""
         return ffi.addressof(lib, "nmb_capture_frame")
 
-    def set_filter(self, match: Any, program: Any) -> None:
-        """The capture's own filter: a C match function and its program (kept alive here)."""
-        self._filter_keep = program
-        lib.nmb_capture_set_filter(self._c, match, program)
+    def set_filter(self, flt: Filter) -> None:
+        """The capture's own filter, before the bridge runs: a frame it refuses crosses
+        but is not copied (neither captured nor capture_dropped)."""
+        self._filter_keep = flt  # alive as long as the capture
+        lib.nmb_capture_set_filter(self._c, match_function(), flt.c)
 
     def error(self) -> str | None:
         """Why the writer stopped writing (None: it has not)."""

@@ -79,7 +79,7 @@ def test_every_frame_that_crossed_is_in_the_file_with_its_direction_and_bytes(
         assert (d["captured"], d["capture_dropped"]) == (300, 0)
         assert totals.directions[way.label][0] == 300
     assert written(log) == 600
-    assert f"{ways(sb)[0].label} 300 frames" in log and "300 captured 0 capture_dropped" in log
+    assert f"{ways(sb)[0].label} 300 frames" in log and "300 captured, 0 capture_dropped" in log
 
     rows = tshark_fields(tshark, path, "frame.interface_id", "frame.interface_name",
                          "frame.packet_flags_direction", "ip.src", "frame.len", "frame.cap_len",
@@ -190,7 +190,24 @@ def test_a_reader_that_goes_away_stops_the_capture_not_the_bridge(sb: Sandbox) -
     assert totals is not None
     assert all(frames == 300 and dropped == 0
                for frames, _bytes, dropped in totals.directions.values())
-    counts = [tuple(map(int, m)) for m in re.findall(r"(\d+) captured (\d+) capture_dropped",
+    counts = [tuple(map(int, m)) for m in re.findall(r"(\d+) captured, (\d+) capture_dropped",
                                                      log)]
     assert len(counts) == 2 and all(a + b == 300 for a, b in counts), log
     assert sum(b for _, b in counts) > 0
+
+
+def test_the_capture_filter_leaves_out_what_it_does_not_select(
+        sb: Sandbox, unavailable: Callable[[str], NoReturn]) -> None:
+    """--pcap-filter: every frame crosses; only those it selects are captured, and the
+    others are neither captured nor capture_dropped."""
+    tshark = tool("tshark", unavailable)
+    path = os.path.join(sb.tempdir("pcap"), "c.pcapng")
+    bridge = Bridge(sb, "--pcap", path, "--pcap-filter", f"src host {sb.wire_addr}")
+    send_both_ways(sb, 200)
+    crossed = bridge.counted({w.label: 200 for w in ways(sb)})
+    bridge.stop()
+    there, back = (crossed[w.label] for w in ways(sb))
+    assert (there["frames"], there["captured"], there["capture_dropped"]) == (200, 200, 0)
+    assert (back["frames"], back["captured"], back["capture_dropped"]) == (200, 0, 0)
+    rows = tshark_fields(tshark, path, "ip.src")
+    assert rows == [[sb.wire_addr]] * 200

@@ -6,6 +6,7 @@
 #include "capture.h"
 #include "engine.h"
 #include "eport.h"
+#include "filter.h"
 #include "isolate.h"
 #include "loop.h"
 #include "nic.h"
