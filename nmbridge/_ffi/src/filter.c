@@ -31,6 +31,7 @@ enum {
 
 struct nmb_filter {
 	uint32_t len;
+	int reads_mem; /* M[] is read: it starts at 0 (else it is left as it is) */
 	struct nmb_bpf_insn insns[];
 };
 
@@ -107,6 +108,10 @@ int nmb_filter_new(const struct nmb_bpf_insn *insns, uint32_t len, struct nmb_fi
 	if (f == NULL)
 		return -ENOMEM;
 	f->len = len;
+	f->reads_mem = 0;
+	for (uint32_t pc = 0; pc < len; pc++)
+		if (insns[pc].code == (LD | MEM) || insns[pc].code == (LDX | W | MEM))
+			f->reads_mem = 1;
 	memcpy(f->insns, insns, (size_t)len * sizeof(f->insns[0]));
 	*out = f;
 	return 0;
@@ -145,8 +150,11 @@ int nmb_filter_match(const void *filter, const uint8_t *pkt, uint32_t buflen, ui
 {
 	const struct nmb_filter *f = filter;
 	const struct nmb_bpf_insn *pc = f->insns;
-	uint32_t a = 0, x = 0, mem[NMB_BPF_MEMWORDS] = {0};
+	uint32_t a = 0, x = 0, mem[NMB_BPF_MEMWORDS];
 	uint64_t off;
+
+	if (f->reads_mem)
+		memset(mem, 0, sizeof(mem));
 
 	for (;; pc++) {
 		uint32_t k = pc->k;
