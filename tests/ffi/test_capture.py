@@ -200,3 +200,39 @@ def test_rotation_without_a_count_numbers_from_the_second_file(tmp_path) -> None
         give(cap, 0, frame(k, 1000))
     cap.close()
     assert sorted(os.listdir(tmp_path)) == ["r", "r1", "r2", "r3", "r4"]
+
+
+def _writer_switches() -> int:
+    """Context switches of this process's capture writer thread (named nmb-capture)."""
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/comm") as f:
+            if f.read().strip() == "nmb-capture":
+                with open(f"/proc/self/task/{task}/status") as f:
+                    return sum(int(line.split()[1]) for line in f
+                               if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+    raise AssertionError("no nmb-capture thread")
+
+
+def test_an_idle_writer_dozes_and_the_loop_wakes_it_for_a_frame() -> None:
+    import select
+
+    rfd, wfd = os.pipe()
+    cap = Capture(wfd, NAMES)
+    try:
+        assert select.select([rfd], [], [], 5)[0]
+        headers = os.read(rfd, 1 << 16)
+        time.sleep(0.1)  # idle: past its naps, dozing
+        before = _writer_switches()
+        time.sleep(1.0)
+        assert _writer_switches() - before <= 15  # ~10 a second, not thousands
+        data = headers
+        for k in range(3):  # a writer left to its 100 ms doze would miss some of these
+            time.sleep(0.15)
+            assert give(cap, 0, frame(k)) == 1
+            assert select.select([rfd], [], [], 0.04)[0], "the doorbell did not wake it"
+            data += os.read(rfd, 1 << 16)
+        [section] = pcapng.read(data)
+        assert [p.data for p in section.packets] == [frame(k) for k in range(3)]
+    finally:
+        cap.close()
+        os.close(rfd)

@@ -11,18 +11,22 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define CACHE_LINE 64
 #define OUT_FLUSH (1u << 20)                          /* write() when this much is waiting */
 #define OUT_SIZE (OUT_FLUSH + NMB_CAPTURE_SNAPLEN_MAX + 4096) /* room for one more block */
-#define IDLE_NS 200000L                               /* the writer's sleep on an empty ring */
+#define NAP_NS 200000L /* the writer's sleep on an empty ring ... */
+#define NAPS 25        /* ... so many times (5 ms), then it dozes until the loop rings */
+#define DOZE_MS 100    /* the longest doze (a ring of the doorbell can be missed: see below) */
 
 /* pcapng (draft-ietf-opsawg-pcapng): block types, options, flags */
 #define PCAPNG_SHB 0x0A0D0D0Au
@@ -54,10 +58,12 @@ struct nmb_capture {
 	int (*match)(const void *, const uint8_t *, uint32_t, uint32_t);
 	const void *filter;
 	uint32_t snaplen;
+	int doorbell;       /* an eventfd the loop writes to wake a dozing writer */
 	/* the writer's line */
 	_Alignas(CACHE_LINE) _Atomic uint64_t tail;
 	_Atomic int failed; /* the writer's errno once it cannot write: the producer stops copying */
 	_Atomic int stop;
+	_Atomic int dozing; /* the writer waits on the doorbell */
 	_Atomic uint64_t written, lost, opened; /* frames, frames, files */
 	_Atomic uint32_t file;
 	/* set at open */
@@ -99,6 +105,15 @@ static void ring_get(const struct nmb_capture *c, uint64_t pos, void *dst, uint3
 		memcpy((uint8_t *)dst + first, c->ring, n - first);
 }
 
+static void ring_doorbell(struct nmb_capture *c)
+{
+	uint64_t one = 1;
+
+	if (write(c->doorbell, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is full, the writer has plenty of rings to read */
+	}
+}
+
 int nmb_capture_frame(void *cap, uint32_t dir, const struct iovec *iov, int niov, uint32_t len)
 {
 	struct nmb_capture *c = cap;
@@ -135,6 +150,11 @@ int nmb_capture_frame(void *cap, uint32_t dir, const struct iovec *iov, int niov
 		left -= piece;
 	}
 	atomic_store_explicit(&c->head, head + need, memory_order_release);
+	/* a writer idle for a while dozes: ring (a non-blocking eventfd write, once per
+	 * doze). No fence here: a writer that began to doze just now may be missed; the
+	 * next frame rings, and a lone last frame waits at most DOZE_MS. */
+	if (atomic_load_explicit(&c->dozing, memory_order_relaxed))
+		ring_doorbell(c);
 	return 1;
 }
 
@@ -153,11 +173,16 @@ static void put_bytes(struct nmb_capture *c, const void *p, uint32_t n)
 	c->out_len += pad4(n);
 }
 
+static void put16x2(struct nmb_capture *c, uint16_t a, uint16_t b)
+{
+	memcpy(c->out + c->out_len, &a, 2);
+	memcpy(c->out + c->out_len + 2, &b, 2);
+	c->out_len += 4;
+}
+
 static void put_option(struct nmb_capture *c, uint16_t code, const void *p, uint16_t n)
 {
-	uint32_t hdr = (uint32_t)code | (uint32_t)n << 16;
-
-	put32(c, hdr);
+	put16x2(c, code, n);
 	put_bytes(c, p, n);
 }
 
@@ -179,8 +204,7 @@ static void put_headers(struct nmb_capture *c)
 	put32(c, PCAPNG_SHB);
 	put32(c, 0);
 	put32(c, PCAPNG_MAGIC);
-	memcpy(c->out + c->out_len, &(uint16_t[2]){1, 0}, 4); /* version 1.0 */
-	c->out_len += 4;
+	put16x2(c, 1, 0); /* version 1.0 */
 	memcpy(c->out + c->out_len, &section_len, 8);
 	c->out_len += 8;
 	put_option(c, SHB_USERAPPL, appl, (uint16_t)strlen(appl));
@@ -188,12 +212,11 @@ static void put_headers(struct nmb_capture *c)
 	end_block(c, start);
 	for (int d = 0; d < 2; d++) {
 		uint8_t tsresol = 9; /* 10^-9 s */
-		uint32_t link = LINKTYPE_ETHERNET;
 
 		start = c->out_len;
 		put32(c, PCAPNG_IDB);
 		put32(c, 0);
-		put32(c, link); /* linktype (16 bits), then 16 reserved */
+		put16x2(c, LINKTYPE_ETHERNET, 0); /* then 16 bits reserved */
 		put32(c, c->snaplen);
 		put_option(c, IF_NAME, c->if_name[d], (uint16_t)strlen(c->if_name[d]));
 		put_option(c, IF_TSRESOL, &tsresol, 1);
@@ -316,10 +339,27 @@ static void put_packet(struct nmb_capture *c, const struct rec *r, uint64_t pos)
 	c->in_file += c->out_len - before;
 }
 
+/* Wait for the loop's doorbell (or DOZE_MS, or the stop): an idle capture costs
+ * 10 wake-ups a second, a busy one no system call in the loop. */
+static void doze(struct nmb_capture *c, uint64_t tail)
+{
+	struct pollfd p = {c->doorbell, POLLIN, 0};
+	uint64_t rings;
+
+	atomic_store(&c->dozing, 1);
+	if (atomic_load(&c->head) == tail && !atomic_load(&c->stop))
+		poll(&p, 1, DOZE_MS);
+	atomic_store(&c->dozing, 0);
+	if (read(c->doorbell, &rings, sizeof(rings)) < 0) {
+		/* EAGAIN: nobody rang */
+	}
+}
+
 static void *writer(void *arg)
 {
 	struct nmb_capture *c = arg;
 	uint64_t tail = atomic_load(&c->tail);
+	int naps = 0;
 
 	put_headers(c);
 	c->in_file = c->out_len;
@@ -335,9 +375,14 @@ static void *writer(void *arg)
 					break;
 				continue;
 			}
-			nanosleep(&(struct timespec){0, IDLE_NS}, NULL);
+			if (naps++ < NAPS) {
+				nanosleep(&(struct timespec){0, NAP_NS}, NULL);
+				continue;
+			}
+			doze(c, tail);
 			continue;
 		}
+		naps = 0;
 		while (tail != head) {
 			struct rec r;
 
@@ -360,6 +405,8 @@ void nmb_capture_free(struct nmb_capture *c)
 		return;
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->doorbell >= 0)
+		close(c->doorbell);
 	free(c->ring);
 	free(c->out);
 	free(c->path);
@@ -391,6 +438,7 @@ int nmb_capture_open(const struct nmb_capture_config *cfg, struct nmb_capture **
 	}
 	memset(c, 0, sizeof(*c));
 	c->fd = cfg->fd;
+	c->doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	c->size = size;
 	c->mask = size - 1;
 	c->snaplen = cfg->snaplen;
@@ -403,6 +451,11 @@ int nmb_capture_open(const struct nmb_capture_config *cfg, struct nmb_capture **
 	c->path = cfg->path != NULL ? strdup(cfg->path) : NULL;
 	c->if_name[0] = strdup(cfg->if_name[0]);
 	c->if_name[1] = strdup(cfg->if_name[1]);
+	if (c->doorbell < 0) {
+		err = errno;
+		nmb_capture_free(c);
+		return -err;
+	}
 	if (c->ring == NULL || c->out == NULL || (cfg->path != NULL && c->path == NULL) ||
 	    c->if_name[0] == NULL || c->if_name[1] == NULL) {
 		nmb_capture_free(c);
@@ -448,6 +501,7 @@ int nmb_capture_close(struct nmb_capture *c)
 {
 	if (c->started) {
 		atomic_store_explicit(&c->stop, 1, memory_order_release);
+		ring_doorbell(c);
 		pthread_join(c->thread, NULL);
 		c->started = 0;
 	}
