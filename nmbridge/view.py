@@ -29,6 +29,9 @@ class Row:
     drops: int
     txfull: int
     errors: int
+    filtered: int = 0  # refused by the filter: not a drop
+    captured: int = 0
+    capture_dropped: int = 0
 
 
 def direction_label(snap: Snapshot, port: int) -> str:
@@ -85,6 +88,9 @@ def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
                 drops=_drops(v) + (tx_drop if r.ring == first_rx else 0),
                 txfull=v.get("txfull", 0),
                 errors=v.get("errors", 0),
+                filtered=v.get("filtered", 0),
+                captured=v.get("captured", 0),
+                capture_dropped=v.get("capture_dropped", 0),
             )
         )
     return out
@@ -124,41 +130,43 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
         ("frames/s", "right"),
         ("bits/s", "right"),
         ("drops", "right"),
+        ("filtered", "right"),
         ("tx full", "right"),
         ("errors", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     all_rows = rows(snap, prev)
+    # the capture's columns only while a capture (--pcap) counts something
+    capturing = any(r.captured or r.capture_dropped for r in all_rows)
+    if capturing:
+        table.add_column("captured", justify="right")
+        table.add_column("capture drops", justify="right")
     for row in all_rows:
-        _add_text_row(
-            table,
-            row.direction,
-            row.ring,
-            f"{row.frames:,}",
-            human_rate(row.fps, "fps"),
-            human_rate(row.bps, "bit/s"),
-            f"{row.drops:,}",
-            f"{row.txfull:,}",
-            f"{row.errors:,}",
-        )
+        cells = [row.direction, row.ring, f"{row.frames:,}", human_rate(row.fps, "fps"),
+                 human_rate(row.bps, "bit/s"), f"{row.drops:,}", f"{row.filtered:,}",
+                 f"{row.txfull:,}", f"{row.errors:,}"]
+        if capturing:
+            cells += [f"{row.captured:,}", f"{row.capture_dropped:,}"]
+        _add_text_row(table, *cells)
     if all_rows:
         table.add_section()
-        table.add_row(
-            "total",
-            "",
-            f"{sum(r.frames for r in all_rows):,}",
-            human_rate(sum(r.fps for r in all_rows), "fps"),
-            human_rate(sum(r.bps for r in all_rows), "bit/s"),
-            f"{sum(r.drops for r in all_rows):,}",
-            f"{sum(r.txfull for r in all_rows):,}",
-            f"{sum(r.errors for r in all_rows):,}",
-        )
+        cells = ["total", "", f"{sum(r.frames for r in all_rows):,}",
+                 human_rate(sum(r.fps for r in all_rows), "fps"),
+                 human_rate(sum(r.bps for r in all_rows), "bit/s"),
+                 f"{sum(r.drops for r in all_rows):,}",
+                 f"{sum(r.filtered for r in all_rows):,}",
+                 f"{sum(r.txfull for r in all_rows):,}",
+                 f"{sum(r.errors for r in all_rows):,}"]
+        if capturing:
+            cells += [f"{sum(r.captured for r in all_rows):,}",
+                      f"{sum(r.capture_dropped for r in all_rows):,}"]
+        table.add_row(*cells)
     return table
 
 
 def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
     """A compact line per interval for logs; None when nothing moved (idle is quiet)."""
-    moved = ("frames", "bytes", *DROP_FIELDS, "errors")
+    moved = ("frames", "bytes", *DROP_FIELDS, "errors", "filtered")
     if prev is None:
         if not any(r.values.get(k) for r in snap.rings for k in moved):
             return None
@@ -171,11 +179,12 @@ def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
         by_dir.setdefault(row.direction, []).append(row)
     parts = []
     for direction, rs in by_dir.items():
+        filtered = sum(r.filtered for r in rs)
         parts.append(
             f"{direction} {sum(r.frames for r in rs)} frames "
             f"{human_rate(sum(r.fps for r in rs), 'fps')} "
             f"{human_rate(sum(r.bps for r in rs), 'bit/s')} "
-            f"drops {sum(r.drops for r in rs)}"
+            f"drops {sum(r.drops for r in rs)}" + (f" filtered {filtered}" if filtered else "")
         )
     return "; ".join(parts)
 
@@ -195,6 +204,8 @@ class Summary:
     back_drops: int
     out_fps: float | None  # None without a previous read to compare with
     back_fps: float | None
+    out_filtered: int = 0  # refused by a filter: not drops
+    back_filtered: int = 0
 
 
 def _direction_sums(snap: Snapshot, port: int) -> tuple[int, int]:
@@ -208,11 +219,20 @@ def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
 
 def totals_phrase(directions: dict[str, dict[str, int]]) -> str:
     """'wire->host 5 frames 420 bytes 0 dropped; host->wire ...': the totals line of a
-    stop, and of systemd's STATUS=."""
+    stop, and of systemd's STATUS=; '..., 3 filtered' where a filter refused frames."""
     return "; ".join(
         f"{label} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes {dropped(v)} dropped"
+        + (f", {v['filtered']} filtered" if v.get("filtered") else "")
+        + _capture_phrase(v)
         for label, v in directions.items()
     )
+
+
+def _capture_phrase(v: dict[str, int]) -> str:
+    """', 5 captured, 0 capture_dropped' while a capture saw the direction, else ''."""
+    if not v.get("captured") and not v.get("capture_dropped"):
+        return ""
+    return f", {v.get('captured', 0)} captured, {v.get('capture_dropped', 0)} capture_dropped"
 
 
 def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
@@ -243,6 +263,8 @@ def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
         back_drops=back_d,
         out_fps=out_fps,
         back_fps=back_fps,
+        out_filtered=snap.totals(0).get("filtered", 0) if snap.ports else 0,
+        back_filtered=snap.totals(1).get("filtered", 0) if len(snap.ports) > 1 else 0,
     )
 
 
@@ -251,7 +273,8 @@ def instances_table(
 ) -> Table:
     """`nmbridge stats`: a row per instance; rate columns when prevs is given (--watch).
 
-    "->" is from the first port listed to the second, "<-" the reverse.
+    "->" is from the first port listed to the second, "<-" the reverse. The filtered
+    columns come last, when an instance's filter refused frames.
     """
     from rich import box
     from rich.table import Table
@@ -264,11 +287,15 @@ def instances_table(
     if prevs is not None:
         cols.append("fps <-")
     cols.append("drops <-")
+    sums = [summary(snap, (prevs or {}).get(snap.instance), now_ns)
+            for snap in sorted(snaps, key=lambda s: s.instance)]
+    filtering = any(s.out_filtered or s.back_filtered for s in sums)
+    if filtering:
+        cols += ["filtered ->", "filtered <-"]
     for col in cols:
         text = col in ("instance", "state", "ports")
         table.add_column(col, justify="left" if text else "right", no_wrap=col != "ports")
-    for snap in sorted(snaps, key=lambda s: s.instance):
-        s = summary(snap, (prevs or {}).get(snap.instance), now_ns)
+    for s in sums:
         cells = [
             s.instance,
             str(s.pid),
@@ -283,6 +310,8 @@ def instances_table(
         if prevs is not None:
             cells.append(human_rate(s.back_fps, "fps") if s.back_fps is not None else "-")
         cells.append(f"{s.back_drops:,}")
+        if filtering:
+            cells += [f"{s.out_filtered:,}", f"{s.back_filtered:,}"]
         _add_text_row(table, *cells)
     return table
 
