@@ -537,3 +537,45 @@ def test_rx_usecs_reaches_the_bridge_with_the_one_default_and_range(
     assert [o.rx_usecs for o in seen] == [RX_USECS.default, 0, RX_USECS.high]
     result = CliRunner().invoke(cli.cli, [*base, "--rx-usecs", str(RX_USECS.high + 1)])
     assert result.exit_code == USAGE
+
+
+# ---------------------------------------------------------------- check
+
+
+def _report(ready: bool) -> Any:
+    from nmbridge.commands.check import CheckReport
+
+    report = CheckReport("nmbfake0")
+    report.add("link", "up", True)
+    report.add("offloads", "all off" if ready else "tso on", ready,
+               "" if ready else "nmbridge check --fix nmbfake0")
+    return report
+
+
+def test_check_says_not_ready_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The findings on stdout, the verdict once: the error line on stderr, not also a
+    'not ready' line on stdout."""
+    monkeypatch.setattr("nmbridge.commands.check.check_interface",
+                        lambda iface, fix=False: _report(False))
+    res = nmbridge("check", "nmbfake0")
+    assert res.exit_code == 10, res.stderr
+    assert res.stdout.splitlines() == [
+        "ok  link: up", "NO  offloads: tso on  (nmbridge check --fix nmbfake0)"]
+    assert res.stderr == "nmbridge: error: nmbfake0 is not ready for netmap\n"
+    assert "not ready" not in res.stdout
+
+
+def test_check_ready_ends_with_the_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nmbridge.commands.check.check_interface",
+                        lambda iface, fix=False: _report(True))
+    res = nmbridge("check", "nmbfake0")
+    assert (res.exit_code, res.stderr) == (0, "")
+    assert res.stdout.splitlines()[-1] == "nmbfake0: ready for netmap"
+
+
+def test_installed_check_says_not_ready_once(env: dict[str, str]) -> None:
+    # lo exists everywhere; the netmap device named by the environment does not
+    res = installed("check", "lo", env=env)
+    assert res.returncode == 10, (res.stdout, res.stderr)
+    assert res.stderr == "nmbridge: error: lo is not ready for netmap\n"
+    assert "NO  netmap:" in res.stdout and "not ready" not in res.stdout
