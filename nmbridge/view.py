@@ -7,7 +7,7 @@ clocks, so tests render them at a fixed width without colour.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,32 @@ def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
     return out
 
 
+#: the backends of emulated ports: the kernel copies every frame at their sockets (in and
+#: out), whatever the bridge does between its rings
+SOCKET_BACKENDS = ("packet", "tap")
+
+
+def socket_copied(ports: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The names of the ports whose frames the kernel copies at a socket."""
+    return [str(p.get("name", "?")) for p in ports if p.get("backend") in SOCKET_BACKENDS]
+
+
+def copy_mode(zero_copy: bool, ports: Sequence[Mapping[str, Any]], why: str = "") -> str:
+    """Where frames are copied, as it is: 'zero-copy' (kernel ports of one region),
+    'copy', or between emulated ports 'zero-copy inside the bridge (the kernel copies
+    at the sockets)': the bridge swaps buffers, but each socket's recv and send copy.
+    `why` (a reason for copying) goes in the parentheses."""
+    at = socket_copied(ports)
+    head = "zero-copy" if zero_copy else "copy"
+    notes = [why] if why else []
+    if at:
+        if zero_copy:
+            head = "zero-copy inside the bridge"
+        where = "the sockets" if len(at) == len(ports) else f"{at[0]}'s socket"
+        notes.append(f"the kernel copies at {where}" + ("" if zero_copy else " too"))
+    return head + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def human_rate(value: float, unit: str) -> str:
     for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= scale:
@@ -112,7 +138,7 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
     names = " <-> ".join(str(p.get("name", "?")) for p in snap.ports)
     title = (
         f"nmbridge {snap.instance}: {names}  "
-        f"zero-copy {'on' if snap.zero_copy else 'off'}  up {human_duration(uptime_s)}  "
+        f"{copy_mode(snap.zero_copy, snap.ports)}  up {human_duration(uptime_s)}  "
         f"[{snap.state}]"
     )
     # escaped: "[running]" and port names like netmap:pipe{1 are text, not markup

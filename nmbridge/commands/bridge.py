@@ -304,14 +304,17 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 def _forward(
     opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any, ports: list[Any]
 ) -> Totals:
-    mode = "zero-copy" if bridge.zero_copy else "copy"
+    from nmbridge.view import copy_mode
+
     why = ""
     if not bridge.zero_copy and bridge.zero_copy_possible:
-        why = " (--no-zero-copy)"
+        why = "--no-zero-copy"
     elif not bridge.zero_copy:
-        why = " (the ports do not share memory)"
+        why = "the ports do not share memory"
+    mode = copy_mode(bridge.zero_copy, [{"name": p.spec.text, "backend": p.kind} for p in ports],
+                     why)
     terminal.info(
-        f"nmbridge: {ports[0].spec.text} <-> {ports[1].spec.text}, {mode}{why}, "
+        f"nmbridge: {ports[0].spec.text} <-> {ports[1].spec.text}, {mode}, "
         f"burst {opts.burst}, instance '{name}'"
     )
     # SIGTERM while waiting for the links (systemctl stop) stops the bridge as cleanly as

@@ -455,6 +455,18 @@ def test_duration_stops_the_bridge(sb: Sandbox) -> None:
     assert totals.directions == {way.label: (6, 6 * PING_FRAME, 0) for way in ways(sb)}
 
 
+def test_the_start_line_says_the_sockets_copy(sb: Sandbox) -> None:
+    """packet: <-> tap: swap buffers between their rings, but the kernel copies at each
+    socket: the start line and stats --json say both, never a bare "zero-copy"."""
+    bridge = Bridge(sb, "--duration", "1")
+    inst = bridge.stats()
+    assert (inst["zero_copy"], inst["socket_copies"]) == (True, True)
+    bridge.wait("duration")
+    start = next(line for line in bridge.log.read_text().splitlines() if " <-> " in line)
+    assert (f"{sb.wire_port} <-> {sb.host_port}, zero-copy inside the bridge (the kernel "
+            "copies at the sockets), burst") in start, start
+
+
 def test_count_stops_the_bridge_after_exactly_n_frames(sb: Sandbox) -> None:
     limit, count = 100, 300
     bridge = Bridge(sb, "--count", str(limit))

@@ -220,6 +220,9 @@ def test_one_instance_rings(capsys: pytest.CaptureFixture[str], stats_dir: Path,
     assert (status, err) == (0, "")
     assert "nmbridge alpha: packet:veth9 <-> tap:nmb9" in out
     assert "[running]" in out
+    # the bridge swaps buffers, the sockets copy: never "zero-copy on" for these ports
+    assert "zero-copy inside the bridge (the kernel copies at the sockets)" in " ".join(
+        out.split())
     rows = [line for line in out.splitlines() if "rx 0" in line]
     assert len(rows) == 2
     assert "packet:veth9->tap:nmb9" in rows[0] and " 100 " in rows[0]
