@@ -170,14 +170,16 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     if opts.isolate and not any(s.kind == "packet" for s in specs):
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")
-    check_stats_dir(opts.stats_dir)
-    check_not_running(opts.stats_dir, name)
-    from nmbridge import engine, nic
+    from nmbridge import engine, nic, privileges
 
     for spec in specs:
         ifname = nic.port_interface(spec)
         if ifname is not None and spec.kind != "tap" and not sysfs.exists(ifname):
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
+    # what the ports need before the stats directory, whose error would only lead here
+    privileges.require(specs, engine.ports.NETMAP_DEVICE)
+    check_stats_dir(opts.stats_dir)
+    check_not_running(opts.stats_dir, name)
     if any(not s.emulated for s in specs):
         engine.ports.require_netmap()  # before a NIC is touched
     # a NIC's offloads off before netmap takes it, back on whatever ends the bridge
