@@ -265,7 +265,8 @@ def stats_cmd(name: str | None, stats_dir: str, watch: bool, interval: float, as
               prometheus: bool) -> None:
     """Show the counters of running instances: a row each, or NAME's rings.
 
-    A stale instance (its process died) is shown as stale. Exit status 8 when
+    Rates are between two of the bridge's publishes (two reads 0.3 s apart); "-" where
+    none can be told. A stale instance (its process died) is shown as stale. Exit status 8 when
     there is no instance to show, 9 when a stats file cannot be read.
     """
     from nmbridge.commands.stats import output_format, show

@@ -24,8 +24,8 @@ class Row:
     ring: str
     frames: int
     bytes: int
-    fps: float
-    bps: float
+    fps: float | None  # None: no rate known (one read, or no publish since the last)
+    bps: float | None
     drops: int
     txfull: int
     errors: int
@@ -51,10 +51,25 @@ def _drops(values: dict[str, int]) -> int:
     return dropped(values) - values.get("drop_tx", 0)
 
 
+def rate_interval(snap: Snapshot, prev: Snapshot | None) -> float | None:
+    """Seconds between the bridge's publishes of prev and snap, by its own clock (the
+    heartbeat, CLOCK_MONOTONIC): the interval their counters' difference took. None when
+    no rate can be told: no prev, another process, or nothing published in between (a
+    single read has no rate; 0 frames/s would be a lie)."""
+    if (
+        prev is None
+        or (prev.pid, prev.started_ns) != (snap.pid, snap.started_ns)
+        or snap.heartbeat_ns <= prev.heartbeat_ns
+        or not prev.heartbeat_ns
+    ):
+        return None
+    return (snap.heartbeat_ns - prev.heartbeat_ns) / 1e9
+
+
 def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
     """One row per RX ring (a direction's input), with rates against prev."""
     out: list[Row] = []
-    dt = (snap.taken_ns - prev.taken_ns) / 1e9 if prev is not None else 0.0
+    dt = rate_interval(snap, prev)
     prev_by_key = {}
     if prev is not None:
         prev_by_key = {(r.port, r.direction, r.ring): r for r in prev.rings}
@@ -63,8 +78,8 @@ def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
             continue
         v = r.values
         p = prev_by_key.get((r.port, r.direction, r.ring))
-        fps = bps = 0.0
-        if p is not None and dt > 0:
+        fps = bps = None
+        if p is not None and dt is not None:
             fps = max(0, v["frames"] - p.values["frames"]) / dt
             bps = max(0, v["bytes"] - p.values["bytes"]) * 8 / dt
         # frames this direction's TX side could not send are drops of this direction
@@ -123,6 +138,18 @@ def human_rate(value: float, unit: str) -> str:
     return f"{value:.0f} {unit}"
 
 
+#: what a table shows for a rate it cannot know
+NO_RATE = "-"
+
+
+def rate_text(value: float | None, unit: str) -> str:
+    return NO_RATE if value is None else human_rate(value, unit)
+
+
+def _sum_rates(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v or 0.0 for v in values)
+
+
 def human_duration(seconds: float) -> str:
     s = int(seconds)
     h, rem = divmod(s, 3600)
@@ -161,8 +188,8 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
             row.direction,
             row.ring,
             f"{row.frames:,}",
-            human_rate(row.fps, "fps"),
-            human_rate(row.bps, "bit/s"),
+            rate_text(row.fps, "fps"),
+            rate_text(row.bps, "bit/s"),
             f"{row.drops:,}",
             f"{row.txfull:,}",
             f"{row.errors:,}",
@@ -173,8 +200,8 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
             "total",
             "",
             f"{sum(r.frames for r in all_rows):,}",
-            human_rate(sum(r.fps for r in all_rows), "fps"),
-            human_rate(sum(r.bps for r in all_rows), "bit/s"),
+            rate_text(_sum_rates([r.fps for r in all_rows]), "fps"),
+            rate_text(_sum_rates([r.bps for r in all_rows]), "bit/s"),
             f"{sum(r.drops for r in all_rows):,}",
             f"{sum(r.txfull for r in all_rows):,}",
             f"{sum(r.errors for r in all_rows):,}",
@@ -199,8 +226,8 @@ def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
     for direction, rs in by_dir.items():
         parts.append(
             f"{direction} {sum(r.frames for r in rs)} frames "
-            f"{human_rate(sum(r.fps for r in rs), 'fps')} "
-            f"{human_rate(sum(r.bps for r in rs), 'bit/s')} "
+            f"{rate_text(_sum_rates([r.fps for r in rs]), 'fps')} "
+            f"{rate_text(_sum_rates([r.bps for r in rs]), 'bit/s')} "
             f"drops {sum(r.drops for r in rs)}"
         )
     return "; ".join(parts)
@@ -246,13 +273,8 @@ def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
     out_f, out_d = _direction_sums(snap, 0) if snap.ports else (0, 0)
     back_f, back_d = _direction_sums(snap, 1) if len(snap.ports) > 1 else (0, 0)
     out_fps = back_fps = None
-    if (
-        prev is not None
-        and prev.pid == snap.pid
-        and prev.started_ns == snap.started_ns
-        and snap.taken_ns > prev.taken_ns
-    ):
-        dt = (snap.taken_ns - prev.taken_ns) / 1e9
+    dt = rate_interval(snap, prev)
+    if prev is not None and dt is not None:
         p_out = _direction_sums(prev, 0)[0] if prev.ports else 0
         p_back = _direction_sums(prev, 1)[0] if len(prev.ports) > 1 else 0
         out_fps = max(0, out_f - p_out) / dt

@@ -422,6 +422,9 @@ class _View:
         self._refresher = Refresher(opts.interval, self._tick)
 
     def start(self) -> None:
+        # the first line's rates are against the counters at the start, not a false 0
+        with contextlib.suppress(Exception):
+            self._prev = read_snapshot(self._path)
         if self._live_mode:
             from nmbridge.view import live_display
 

@@ -458,13 +458,21 @@ def test_duration_stops_the_bridge(sb: Sandbox) -> None:
 def test_the_start_line_says_the_sockets_copy(sb: Sandbox) -> None:
     """packet: <-> tap: swap buffers between their rings, but the kernel copies at each
     socket: the start line and stats --json say both, never a bare "zero-copy"."""
-    bridge = Bridge(sb, "--duration", "1")
+    bridge = Bridge(sb, "--duration", "2")
     inst = bridge.stats()
     assert (inst["zero_copy"], inst["socket_copies"]) == (True, True)
+    pings = [ping(sb, way) for way in ways(sb)]
     bridge.wait("duration")
-    start = next(line for line in bridge.log.read_text().splitlines() if " <-> " in line)
+    for proc in pings:
+        traffic.read_report(proc, TRAFFIC_TIMEOUT)
+    lines = bridge.log.read_text().splitlines()
+    start = next(line for line in lines if " <-> " in line)
     assert (f"{sb.wire_port} <-> {sb.host_port}, zero-copy inside the bridge (the kernel "
             "copies at the sockets), burst") in start, start
+    # the first log line's rates are against the counters at the start: frames moved, so
+    # not "0 fps" (nor "-")
+    first = next(line for line in lines if " frames " in line and "->" in line)
+    assert " 0 fps" not in first and " - " not in first, first
 
 
 def test_count_stops_the_bridge_after_exactly_n_frames(sb: Sandbox) -> None:

@@ -56,6 +56,11 @@ class Instance:
                              zero_copy=True)
         struct.pack_into("<Q", self.w.map, self.w.counters_offset + HEADER["state"], 1)
 
+    def publish(self, heartbeat_ns: int) -> None:
+        """What the C loop does with each publish: the time of it, by CLOCK_MONOTONIC."""
+        struct.pack_into("<Q", self.w.map, self.w.counters_offset + HEADER["heartbeat_ns"],
+                         heartbeat_ns)
+
     def set(self, ring: int, **values: int) -> None:
         base = self.w.counters_offset + HEADER_SIZE + ring * RECORD_SIZE
         for name, value in values.items():
@@ -194,13 +199,57 @@ def test_list(capsys: pytest.CaptureFixture[str], stats_dir: Path,
     # name, pid, state, ports, uptime, frames and drops each way
     assert alpha.split()[:6] == ["alpha", str(os.getpid()), "running", "packet:veth9", "<->",
                                  "tap:nmb9"]
-    # -> : 100 frames, drops 2 (rx) + 5 (tx on the other port); <- : 30 frames, no drops
-    assert alpha.split()[-4:] == ["100", "7", "30", "0"]
-    assert beta.split()[-4:] == ["7", "0", "0", "0"]
+    # -> : 100 frames, drops 2 (rx) + 5 (tx on the other port); <- : 30 frames, no drops;
+    # no rate: these writers publish nothing between the two reads
+    assert alpha.split()[-6:] == ["100", "-", "7", "30", "-", "0"]
+    assert beta.split()[-6:] == ["7", "-", "0", "0", "-", "0"]
     header = next(line for line in lines if "instance" in line)
     for col in ("pid", "state", "ports", "uptime", "frames ->", "drops ->", "frames <-",
                 "drops <-"):
         assert col in header
+
+
+def test_one_shot_shows_the_rate_the_bridge_published(
+        capsys: pytest.CaptureFixture[str], stats_dir: Path, instances: list[Instance],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a steady flow a one-shot read shows a true rate, never a false 0: the rate
+    between two publishes of the bridge, by its own clock (heartbeat_ns)."""
+    two_instances(stats_dir, instances)
+    alpha = instances[0]
+    alpha.publish(10_000_000_000)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the bridge publishes meanwhile: 500 frames in 0.25 s
+        slept.append(seconds)
+        frames = 100 + 500 * len(slept)
+        alpha.set(0, frames=frames, bytes=frames * 64)
+        alpha.publish(10_000_000_000 + 250_000_000 * len(slept))
+
+    monkeypatch.setattr(statscmd.time, "sleep", sleep)
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir))
+    assert (status, err, slept) == (0, "", [statscmd.RATE_GAP_S])
+    row = next(line for line in out.splitlines() if line.startswith("alpha"))
+    # -> 500 frames in 0.25 s; <- nothing moved between the publishes: a true 0
+    assert row.split()[-8:] == ["600", "2.00", "kfps", "7", "30", "0", "fps", "0"], row
+    beta = next(line for line in out.splitlines() if line.startswith("beta"))
+    assert beta.split()[-6:] == ["7", "-", "0", "0", "-", "0"]  # published nothing: no rate
+
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir), "alpha")
+    ring = next(line for line in out.splitlines() if "packet:veth9->tap:nmb9" in line)
+    assert "2.00 kfps" in ring and "1.02 Mbit/s" in ring, ring
+
+
+def test_one_shot_of_an_instance_that_publishes_nothing_shows_no_rate(
+        capsys: pytest.CaptureFixture[str], stats_dir: Path, instances: list[Instance],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    two_instances(stats_dir, instances)
+    monkeypatch.setattr(statscmd.time, "sleep", lambda s: None)
+    status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "alpha")
+    assert status == 0
+    ring = next(line for line in out.splitlines() if "packet:veth9->tap:nmb9" in line)
+    cells = [c.strip() for c in ring.split("│") if c.strip()]
+    assert cells[2:5] == ["100", "-", "-"], ring
+    assert " 0 fps" not in out and "0 bit/s" not in out
 
 
 def test_env_var_names_the_directory(capsys: pytest.CaptureFixture[str], stats_dir: Path,
@@ -394,6 +443,7 @@ def test_watch_refreshes_with_rates_until_ctrl_c(
         if len(ticks) == 3:
             raise KeyboardInterrupt
         alpha.set(0, frames=100 + 1000 * len(ticks))
+        alpha.publish(500_000_000 * len(ticks))  # 1000 frames a publish 0.5 s apart
 
     monkeypatch.setattr(statscmd.time, "sleep", sleep)
     status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "--watch",
@@ -403,7 +453,7 @@ def test_watch_refreshes_with_rates_until_ctrl_c(
     assert "fps ->" in out
     assert "2,100" in out  # the last read
     alpha_rows = [line for line in out.splitlines() if line.startswith("alpha")]
-    assert alpha_rows and "fps" in alpha_rows[-1]
+    assert alpha_rows and "2.00 kfps" in alpha_rows[-1]
 
 
 def test_watch_keeps_going_when_the_instance_goes(

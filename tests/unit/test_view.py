@@ -74,3 +74,41 @@ def test_the_live_title_of_emulated_ports_does_not_claim_zero_copy_on() -> None:
     assert "zero-copy inside the bridge (the kernel copies at the sockets)" in title
     kernel = " ".join(render(view.bridge_table(snapshot(KERNEL), None, 2.0)).split())
     assert "netmap:eth0 <-> netmap:eth0^ zero-copy up 0:02" in kernel
+
+
+# ---------------------------------------------------------------- rates
+
+
+def test_a_single_read_has_no_rate_never_a_false_zero() -> None:
+    snap = snapshot(heartbeat_ns=2_000_000_000)
+    line = view.log_line(snap, None)
+    assert line == ("packet:nva->tap:nvb 100 frames - - drops 0; "
+                    "tap:nvb->packet:nva 30 frames - - drops 0")
+    table = render(view.bridge_table(snap, None, 2.0))
+    assert "0 fps" not in table and "0 bit/s" not in table
+
+
+def test_rates_are_over_the_bridges_own_publishes() -> None:
+    """dt is the heartbeat difference (when the counters were published), not when the
+    reader happened to read them."""
+    prev = snapshot(frames=(100, 30), heartbeat_ns=1_000_000_000, taken_ns=1)
+    snap = snapshot(frames=(600, 30), heartbeat_ns=1_500_000_000, taken_ns=9_000_000_000)
+    (out, back) = view.rows(snap, prev)
+    assert (out.fps, out.bps) == (1000.0, 1000.0 * 100 * 8)
+    assert (back.fps, back.bps) == (0.0, 0.0)  # nothing moved: a true 0
+    assert view.log_line(snap, prev) == ("packet:nva->tap:nvb 600 frames 1.00 kfps "
+                                         "800.00 kbit/s drops 0; tap:nvb->packet:nva 30 "
+                                         "frames 0 fps 0 bit/s drops 0")
+
+
+@pytest.mark.parametrize("change", [
+    {"heartbeat_ns": 1_000_000_000},  # nothing published between the reads
+    {"pid": 99},  # another process of the same name
+    {"started_ns": 7},
+])
+def test_no_rate_without_a_publish_of_the_same_bridge(change: dict[str, Any]) -> None:
+    prev = snapshot(heartbeat_ns=1_000_000_000)
+    snap = snapshot(frames=(600, 30), **{"heartbeat_ns": 2_000_000_000, **change})
+    assert [(r.fps, r.bps) for r in view.rows(snap, prev)] == [(None, None)] * 2
+    s = view.summary(snap, prev, 0)
+    assert (s.out_fps, s.back_fps) == (None, None)
