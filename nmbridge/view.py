@@ -6,6 +6,7 @@ clocks, so tests render them at a fixed width without colour.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,46 +158,35 @@ def human_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Table:
-    """The live table: a header with the ports, then a row per ring and totals."""
-    from rich.markup import escape
-    from rich.table import Table
+#: the live and `stats NAME` table's columns (name, justify), and the order in which
+#: they go when the table does not fit the terminal; direction and frames always stay
+BRIDGE_COLUMNS = (("direction", "left"), ("ring", "left"), ("frames", "right"),
+                  ("frames/s", "right"), ("bits/s", "right"), ("drops", "right"),
+                  ("tx full", "right"), ("errors", "right"))
+BRIDGE_DROP_ORDER = ("tx full", "errors", "bits/s", "ring", "drops", "frames/s")
 
+
+def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float,
+                 width: int | None = None) -> Table:
+    """The live table: a header with the ports, then a row per ring and totals.
+
+    width: the terminal's; columns go (BRIDGE_DROP_ORDER) until the table fits, and
+    what is left wraps, never cut. None (not a terminal): every column, full width."""
     names = " <-> ".join(str(p.get("name", "?")) for p in snap.ports)
     title = (
         f"nmbridge {snap.instance}: {names}  "
         f"{copy_mode(snap.zero_copy, snap.ports)}  up {human_duration(uptime_s)}  "
         f"[{snap.state}]"
     )
-    # escaped: "[running]" and port names like netmap:pipe{1 are text, not markup
-    table = Table(title=escape(title), title_justify="left", expand=False)
-    for col, justify in (
-        ("direction", "left"),
-        ("ring", "left"),
-        ("frames", "right"),
-        ("frames/s", "right"),
-        ("bits/s", "right"),
-        ("drops", "right"),
-        ("tx full", "right"),
-        ("errors", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     all_rows = rows(snap, prev)
-    for row in all_rows:
-        _add_text_row(
-            table,
-            row.direction,
-            row.ring,
-            f"{row.frames:,}",
-            rate_text(row.fps, "fps"),
-            rate_text(row.bps, "bit/s"),
-            f"{row.drops:,}",
-            f"{row.txfull:,}",
-            f"{row.errors:,}",
-        )
+    body = [
+        [row.direction, row.ring, f"{row.frames:,}", rate_text(row.fps, "fps"),
+         rate_text(row.bps, "bit/s"), f"{row.drops:,}", f"{row.txfull:,}", f"{row.errors:,}"]
+        for row in all_rows
+    ]
+    total = None
     if all_rows:
-        table.add_section()
-        table.add_row(
+        total = [
             "total",
             "",
             f"{sum(r.frames for r in all_rows):,}",
@@ -205,8 +195,53 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float) -> Tabl
             f"{sum(r.drops for r in all_rows):,}",
             f"{sum(r.txfull for r in all_rows):,}",
             f"{sum(r.errors for r in all_rows):,}",
-        )
-    return table
+        ]
+
+    def make(keep: list[int], wrap: int) -> Table:
+        from rich.markup import escape
+        from rich.table import Table
+
+        # escaped: "[running]" and port names like netmap:pipe{1 are text, not markup
+        table = Table(title=escape(title), title_justify="left", expand=False)
+        for i in keep:
+            col, justify = BRIDGE_COLUMNS[i]
+            table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for cells in body:
+            _add_text_row(table, *(cells[i] for i in keep))
+        if total is not None:
+            table.add_section()
+            _add_text_row(table, *(total[i] for i in keep))
+        return table
+
+    return _fitting(make, [c for c, _ in BRIDGE_COLUMNS], BRIDGE_DROP_ORDER, width)
+
+
+def _fitting(make: Callable[[list[int], int], Table], names: Sequence[str],
+             drop_order: Sequence[str], width: int | None) -> Table:
+    """make(the columns kept, by index; how far cells may wrap: 0 not, 1 at their
+    spaces, 2 folded as a last resort) with them wrapped at their spaces and then the
+    columns of drop_order dropped, in that order, until it fits width; once nothing is
+    left to drop, folded. With width None (not a terminal), the whole table."""
+    keep = list(range(len(names)))
+    if width is None:
+        return make(keep, 0)
+    for name in (None, *drop_order):
+        if name is not None:
+            keep.remove(names.index(name))
+        for wrap in (0, 1):
+            table = make(keep, wrap)
+            if _natural_width(table) <= width:
+                return table
+    return make(keep, 2)
+
+
+def _natural_width(table: Table) -> int:
+    """The width a table takes when nothing limits it."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=100_000, file=io.StringIO(), color_system=None)
+    return Measurement.get(console, console.options, table).maximum
 
 
 def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
@@ -294,45 +329,76 @@ def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
     )
 
 
+#: `nmbridge stats`: the columns, and the order in which they go when the table does
+#: not fit the terminal; instance, pid, state and ports always stay (ports may wrap)
+INSTANCE_COLUMNS = ("instance", "pid", "state", "ports", "uptime", "frames ->", "fps ->",
+                    "drops ->", "frames <-", "fps <-", "drops <-")
+INSTANCE_DROP_ORDER = ("uptime", "fps <-", "fps ->", "drops <-", "drops ->", "frames <-",
+                       "frames ->")
+
+
 def instances_table(
-    snaps: list[Snapshot], prevs: dict[str, Snapshot] | None, now_ns: int
+    snaps: list[Snapshot], prevs: dict[str, Snapshot] | None, now_ns: int,
+    width: int | None = None,
 ) -> Table:
-    """`nmbridge stats`: a row per instance; rate columns when prevs is given (--watch).
+    """`nmbridge stats`: a row per instance; rate columns when prevs is given.
 
-    "->" is from the first port listed to the second, "<-" the reverse.
+    "->" is from the first port listed to the second, "<-" the reverse. width: the
+    terminal's; columns go (INSTANCE_DROP_ORDER) until the table fits, and the instance,
+    pid and state are never cut (they fold). None (not a terminal): full width.
     """
-    from rich import box
-    from rich.table import Table
-
-    table = Table(expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    cols = ["instance", "pid", "state", "ports", "uptime", "frames ->"]
-    if prevs is not None:
-        cols.append("fps ->")
-    cols += ["drops ->", "frames <-"]
-    if prevs is not None:
-        cols.append("fps <-")
-    cols.append("drops <-")
-    for col in cols:
-        text = col in ("instance", "state", "ports")
-        table.add_column(col, justify="left" if text else "right", no_wrap=col != "ports")
+    names = [c for c in INSTANCE_COLUMNS if prevs is not None or not c.startswith("fps")]
+    body = []
     for snap in sorted(snaps, key=lambda s: s.instance):
         s = summary(snap, (prevs or {}).get(snap.instance), now_ns)
-        cells = [
-            s.instance,
-            str(s.pid),
-            s.state,
-            s.ports,
-            human_duration(s.uptime_s) if s.uptime_s is not None else "-",
-            f"{s.out_frames:,}",
-        ]
-        if prevs is not None:
-            cells.append(human_rate(s.out_fps, "fps") if s.out_fps is not None else "-")
-        cells += [f"{s.out_drops:,}", f"{s.back_frames:,}"]
-        if prevs is not None:
-            cells.append(human_rate(s.back_fps, "fps") if s.back_fps is not None else "-")
-        cells.append(f"{s.back_drops:,}")
-        _add_text_row(table, *cells)
-    return table
+        cells = {
+            "instance": s.instance,
+            "pid": str(s.pid),
+            "state": s.state,
+            "ports": s.ports,
+            "uptime": human_duration(s.uptime_s) if s.uptime_s is not None else "-",
+            "frames ->": f"{s.out_frames:,}",
+            "fps ->": rate_text(s.out_fps, "fps"),
+            "drops ->": f"{s.out_drops:,}",
+            "frames <-": f"{s.back_frames:,}",
+            "fps <-": rate_text(s.back_fps, "fps"),
+            "drops <-": f"{s.back_drops:,}",
+        }
+        body.append([cells[c] for c in names])
+
+    def make(keep: list[int], wrap: int) -> Table:
+        if wrap == 2 and width is not None and "ports" in names:
+            # the last resort, before a name, a pid or a state would be cut: the ports
+            # fold into what the other columns leave
+            others = _natural_width(make_at(keep, 1, 1)) - len("ports")
+            return make_at(keep, 1, max(len("ports"), width - others))
+        return make_at(keep, wrap, None)
+
+    def make_at(keep: list[int], wrap: int, fold: int | None) -> Table:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for i in keep:
+            col = names[i]
+            text = col in ("instance", "state", "ports")
+            # the width is chosen here (_fitting), not by rich, which would cut cells to
+            # make them fit: a cell folds only where even the narrowest table is too wide
+            table.add_column(col, justify="left" if text else "right", overflow="fold",
+                             no_wrap=True)
+        for cells in body:
+            shown = [cells[i] for i in keep]
+            if wrap and "ports" in names:
+                at = keep.index(names.index("ports"))
+                lines = shown[at].replace(" <-> ", " <->\n").split("\n")
+                if fold:
+                    lines = [line[i:i + fold] for line in lines
+                             for i in range(0, len(line), fold)]
+                shown[at] = "\n".join(lines)
+            _add_text_row(table, *shown)
+        return table
+
+    return _fitting(make, names, [c for c in INSTANCE_DROP_ORDER if c in names], width)
 
 
 def _add_text_row(table: Table, *cells: str) -> None:

@@ -446,8 +446,8 @@ class _View:
         from nmbridge.view import bridge_table, log_line
 
         if self._live is not None:
-            self._live.update(bridge_table(snap, self._prev, time.monotonic() - self._started),
-                              refresh=True)
+            self._live.update(bridge_table(snap, self._prev, time.monotonic() - self._started,
+                                           terminal.table_width()), refresh=True)
         elif terminal.verbosity() >= 0:
             line = log_line(snap, self._prev)
             if line:

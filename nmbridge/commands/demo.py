@@ -259,8 +259,8 @@ class _Demo:
         from nmbridge.view import bridge_table, log_line
 
         if self.live is not None:
-            self.live.update(bridge_table(snap, prev, time.monotonic() - self.started),
-                             refresh=True)
+            self.live.update(bridge_table(snap, prev, time.monotonic() - self.started,
+                                          terminal.table_width()), refresh=True)
         elif terminal.verbosity() >= 0:
             line = log_line(snap, prev)
             if line:

@@ -167,8 +167,8 @@ def _table(
         if prev is not None and (prev.pid, prev.started_ns) != (snap.pid, snap.started_ns):
             prev = None
         uptime = max(0.0, (now_ns - snap.started_ns) / 1e9) if snap.live else 0.0
-        return view.bridge_table(snap, prev, uptime)
-    return view.instances_table(snaps, prevs, now_ns)
+        return view.bridge_table(snap, prev, uptime, terminal.table_width())
+    return view.instances_table(snaps, prevs, now_ns, terminal.table_width())
 
 
 def _watch(stats_dir: str, name: str | None, interval: float, first: Reading) -> None:

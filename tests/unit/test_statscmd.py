@@ -252,6 +252,44 @@ def test_one_shot_of_an_instance_that_publishes_nothing_shows_no_rate(
     assert " 0 fps" not in out and "0 bit/s" not in out
 
 
+def test_without_a_tty_the_table_is_plain_text_at_full_width(
+        capsys: pytest.CaptureFixture[str], stats_dir: Path, instances: list[Instance],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into a pipe or a file, COLUMNS=80 or not: every column, nothing cut, no escape."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(statscmd.time, "sleep", lambda s: None)
+    instances.append(Instance(stats_dir, "a-rather-long-instance-name-of-forty-chars"))
+    two_instances(stats_dir, instances)
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir))
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) > 80
+    assert "…" not in out and "\x1b" not in out
+    assert all(line == line.rstrip() for line in lines)
+    for col in ("uptime", "frames ->", "fps ->", "drops ->", "frames <-", "fps <-", "drops <-"):
+        assert col in lines[0]
+    row = next(line for line in lines if line.startswith("a-rather"))
+    assert row.split()[:3] == ["a-rather-long-instance-name-of-forty-chars", str(os.getpid()),
+                               "running"]
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir), "alpha")
+    assert "tx full" in out and "errors" in out and "packet:veth9->tap:nmb9" in out
+
+
+def test_installed_into_a_pipe_is_full_width(stats_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NMBRIDGE_STATS_DIR"}
+    env["COLUMNS"] = "40"
+    proc = child_instance(stats_dir, "child-instance-with-a-long-name")
+    try:
+        res = subprocess.run([str(NMBRIDGE), "stats", "--stats-dir", str(stats_dir)],
+                             capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        kill(proc)
+    assert (res.returncode, res.stderr) == (0, "")
+    row = next(line for line in res.stdout.splitlines() if line.startswith("child"))
+    assert row.split()[:6] == ["child-instance-with-a-long-name", str(proc.pid), "running",
+                               "packet:a", "<->", "tap:b"]
+
+
 def test_env_var_names_the_directory(capsys: pytest.CaptureFixture[str], stats_dir: Path,
                                      instances: list[Instance],
                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,3 +112,79 @@ def test_no_rate_without_a_publish_of_the_same_bridge(change: dict[str, Any]) ->
     assert [(r.fps, r.bps) for r in view.rows(snap, prev)] == [(None, None)] * 2
     s = view.summary(snap, prev, 0)
     assert (s.out_fps, s.back_fps) == (None, None)
+
+
+# ---------------------------------------------------------------- fitting a terminal
+
+
+def table_lines(renderable: Any, width: int) -> list[str]:
+    return render(renderable, width).splitlines()
+
+
+def two_instances() -> tuple[list[Snapshot], dict[str, Snapshot]]:
+    snaps = [snapshot(instance="packet:nva--tap:nvb", pid=4194303, state="link-wait",
+                      heartbeat_ns=2_000_000_000),
+             snapshot(KERNEL, instance="eth0", pid=17, heartbeat_ns=2_000_000_000)]
+    prevs = {s.instance: snapshot(s.ports, instance=s.instance, pid=s.pid, frames=(0, 0),
+                                  heartbeat_ns=1_000_000_000) for s in snaps}
+    return snaps, prevs
+
+
+def test_stats_at_80_columns_never_cuts_the_name_pid_or_state() -> None:
+    snaps, prevs = two_instances()
+    lines = table_lines(view.instances_table(snaps, prevs, 5_000_000_000, 80), 80)
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in "".join(lines)
+    header = lines[0].split()
+    # the ports wrap at their spaces first; then uptime, the rates, the drops go
+    assert header[:4] == ["instance", "pid", "state", "ports"]
+    assert "uptime" not in header and "fps" not in header and "drops" not in header
+    assert lines[0].split("ports")[1].split() == ["frames", "->"]
+    rows = {line.split()[0]: line.split() for line in lines[2:] if line[:1] != " "}
+    assert rows["packet:nva--tap:nvb"][1:4] == ["4194303", "link-wait", "packet:nva"]
+    assert rows["eth0"][1:3] == ["17", "running"]
+    assert any(line.split() == ["tap:nvb"] for line in lines)  # the wrapped port
+
+
+def test_stats_drops_columns_in_the_documented_order() -> None:
+    snaps, prevs = two_instances()
+    kept = []
+    for width in range(160, 60, -1):
+        header = table_lines(view.instances_table(snaps, prevs, 5_000_000_000, width),
+                             width)[0]
+        cols = [c for c in view.INSTANCE_COLUMNS if f" {c}" in f" {header} "
+                or header.startswith(c)]
+        if not kept or kept[-1] != cols:
+            kept.append(cols)
+    gone = [next(c for c in a if c not in b) for a, b in zip(kept, kept[1:])]
+    assert gone == list(view.INSTANCE_DROP_ORDER[:len(gone)])
+    assert len(gone) >= 5
+
+
+def test_a_name_too_long_for_the_rest_folds_the_ports_not_the_name() -> None:
+    long = "packet:nva-long-name0--tap:nvb-long-nam"
+    snaps = [snapshot([{"name": "packet:nva-long-name0", "backend": "packet"},
+                       {"name": "tap:nvb-long-nam", "backend": "tap"}],
+                      instance=long, pid=1234567, state="link-wait")]
+    lines = table_lines(view.instances_table(snaps, None, 5_000_000_000, 80), 80)
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[2].split()[:3] == [long, "1234567", "link-wait"]
+
+
+def test_without_a_width_every_column_at_full_width() -> None:
+    snaps, prevs = two_instances()
+    lines = table_lines(view.instances_table(snaps, prevs, 5_000_000_000, None), 1000)
+    assert [c for c in view.INSTANCE_COLUMNS if c in lines[0]] == list(view.INSTANCE_COLUMNS)
+    assert max(len(line) for line in lines) > 80
+
+
+def test_stats_name_at_80_columns_keeps_the_direction_whole() -> None:
+    snap = snapshot([{"name": "packet:nva-long0", "backend": "packet"},
+                     {"name": "tap:nvb-long0", "backend": "tap"}])
+    lines = table_lines(view.bridge_table(snap, None, 3.0, 80), 80)
+    assert all(len(line) <= 80 for line in lines)
+    text = "".join(lines)
+    assert "packet:nva-long0->tap:nvb-long0" in text and "…" not in text
+    header = next(line for line in lines if "direction" in line)
+    assert "tx full" not in header  # the first to go
+    assert "frames" in header
