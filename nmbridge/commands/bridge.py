@@ -322,9 +322,13 @@ def _forward(
     # SIGTERM while waiting for the links (systemctl stop) stops the bridge as cleanly as
     # later: STOPPING=1, the stats file removed, exit 0 -- and no READY=1 before it
     with _StopSignals(bridge.request_stop) as stops:
+        if opts.wait_link > 0 and not watcher.all_up():
+            bridge.publish_state("link-wait")  # what stats says while waiting
         watcher.wait_up(opts.wait_link, stop=lambda: stops.received is not None)
-        started = time.monotonic()
-        deadline = started + opts.duration if opts.duration else None
+        # --duration counts forwarding; the uptime (the view's, the totals') counts from
+        # the stats file's start, as `nmbridge stats` does: one clock, one figure
+        deadline = time.monotonic() + opts.duration if opts.duration else None
+        started = writer.started_monotonic
         view = _View(opts, writer, started)
         reason = "stop"
         errors = _ErrorLog(bridge)

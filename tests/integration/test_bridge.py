@@ -546,3 +546,45 @@ def test_back_to_back_requests_and_answers_are_not_held_back(sb: Sandbox) -> Non
     # it tries again after a run of fast wake-ups that doubles each time: 8, 16, ...
     assert len(held) <= 10, sorted(report["rtt_ms"])[-20:]
     bridge.stop()
+
+
+def test_wait_link_is_link_wait_and_one_clock_for_uptime(sb: Sandbox) -> None:
+    """While --wait-link waits, stats --json says "link-wait" (not "starting"); the
+    uptime stats gives and the bridge's own ("stopped after") are one clock's."""
+    sb.set_link(sb.bridge_ns, sb.veth_if, False)
+    stats_dir = sb.tempdir("stats")
+    log = Path(sb.tempdir("log")) / "stderr"
+    argv = [NMBRIDGE, "-i", sb.wire_port, "-i", sb.host_port, "--name", "lw",
+            "--stats-dir", stats_dir, "--no-live", "--wait-link", "30"]
+    with open(log, "wb") as err:
+        proc = sb.popen(sb.bridge_ns, argv, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=err)
+
+    def inst() -> dict[str, Any]:
+        res = subprocess.run([NMBRIDGE, "stats", "--json", "lw", "--stats-dir", stats_dir],
+                             capture_output=True, text=True, timeout=30, check=False)
+        assert res.returncode == 0, res.stderr
+        return dict(json.loads(res.stdout)["instances"][0])
+
+    try:
+        wait_for("the stats file", lambda: (Path(stats_dir) / "lw.stats").exists(),
+                 START_TIMEOUT, proc, log)
+        waiting = wait_for("link-wait", lambda: (i := inst())["state"] == "link-wait" and i,
+                           START_TIMEOUT, proc, log)
+        assert waiting["state"] == "link-wait"
+        time.sleep(1.5)
+        assert inst()["state"] == "link-wait"
+        sb.set_link(sb.bridge_ns, sb.veth_if, True)
+        wait_for("running", lambda: inst()["state"] == "running", START_TIMEOUT, proc, log)
+        uptime = inst()["uptime_seconds"]
+        asked = time.monotonic()
+    finally:
+        status = sb.stop(proc, 10)
+    stopped = time.monotonic()
+    assert status == 0, log.read_text()
+    totals = parse_totals(log.read_text().splitlines())
+    assert totals is not None, log.read_text()
+    # the bridge's figure is the stats file's uptime plus the time since it was read
+    assert uptime >= 1.5
+    assert uptime <= totals.seconds <= uptime + (stopped - asked) + 0.5, (
+        uptime, totals.seconds)
