@@ -68,6 +68,7 @@ class BridgeOptions:
     isolate: bool = False  # packet: ports: their interfaces taken from the host stack
     offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
+    loopback: bool = False  # ports[0] == ports[1]: one port looped back on itself (-L)
 
 
 @dataclass
@@ -160,10 +161,12 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     for spec in specs:
         if (why := one_way_reason(spec)) is not None:
             raise UsageError(f"{spec.text}: {why}; nmbridge bridges both ways")
-    if share_rings(*specs):
+    if opts.loopback:
+        check_loopback(specs[0])
+    elif share_rings(*specs):
         raise UsageError(f"{specs[0].text} and {specs[1].text} are the same rings: a bridge "
                          "between them would send every frame back where it came from")
-    if same_interface(*specs):
+    if not opts.loopback and same_interface(*specs):
         raise UsageError(f"{specs[0].text} and {specs[1].text} are the same interface, "
                          f"{specs[0].ifname}: a bridge between them would send every frame "
                          "back where it came from")
@@ -191,6 +194,16 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         except _StoppedEarly:
             terminal.info("nmbridge: stopped (signal) before forwarding")
             return Totals(name, 0.0, 0, {}, "signal")
+
+
+def check_loopback(spec: PortSpec) -> None:
+    """-L: one netmap port opened twice, each open's RX ring forwarded to the other's TX
+    ring -- the same rings, as netmap's bridge -L does. An emulated port cannot: two
+    sockets on one interface would each receive every frame and send it back twice."""
+    if spec.emulated:
+        raise UsageError(f"-L {spec.text}: loopback needs a netmap port (netmap:IFACE, "
+                         "vale, pipe); an emulated port's two sockets would each take every "
+                         "frame and send it back twice")
 
 
 def with_vnet_hdr(specs: list[PortSpec], asked: tuple[tuple[str, int], ...]) -> list[PortSpec]:
@@ -244,7 +257,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
     from nmbridge import engine, nic
     from nmbridge.commands.stats import serving_metrics
 
-    nics = [s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS]
+    nics = list(dict.fromkeys(s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS))
     with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
             _opened(specs) as ports:

@@ -71,7 +71,7 @@ def error_line(res: Result, status: int) -> str:
 @pytest.mark.parametrize("value", ["0", "-1", "8193", "x", "1.5", "", "1e3"])
 def test_bad_burst(value: str) -> None:
     msg = error_line(nmbridge("-i", "packet:v0", "-i", "tap:t0", "--burst", value), USAGE)
-    assert msg.startswith("Invalid value for '--burst': ")
+    assert msg.startswith("Invalid value for '-b' / '--burst': ")  # netmap bridge's -b too
     assert f"{value!r}" in msg or f" {value} " in msg
     assert msg.endswith("(see 'nmbridge bridge --help')")
 
@@ -94,7 +94,7 @@ def test_burst_bounds_are_accepted(value: str) -> None:
 ])
 def test_bad_option_values(option: str, value: str) -> None:
     msg = error_line(nmbridge("nmbnosuch0", option, value), USAGE)
-    assert msg.startswith(f"Invalid value for '{option}': ")
+    assert msg.startswith("Invalid value for ") and f"'{option}': " in msg
 
 
 def test_option_without_its_value() -> None:
@@ -484,7 +484,7 @@ def test_installed_python_m() -> None:
 
 @pytest.mark.parametrize(("args", "status", "text"), [
     (["-i", "packet:", "-i", "tap:t0"], USAGE, "bad port name 'packet:'"),
-    (["--burst", "0", "eth0"], USAGE, "Invalid value for '--burst'"),
+    (["--burst", "0", "eth0"], USAGE, "Invalid value for '-b' / '--burst'"),
     (["-i", "packet:v0"], USAGE, "got 1 port"),
     (["eth0", "-i", "tap:t0"], USAGE, "not both"),
     (["--bogus"], USAGE, "No such option '--bogus'"),
