@@ -290,8 +290,14 @@ def _direction_sums(snap: Snapshot, port: int) -> tuple[int, int]:
 
 
 def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
-    """Each direction's totals, by its label."""
-    return {direction_label(snap, port): snap.totals(port) for port in range(len(snap.ports))}
+    """Each direction's totals, by its label; a port looped on itself (-L) has one label
+    for both of its opens, and one sum."""
+    out: dict[str, dict[str, int]] = {}
+    for port in range(len(snap.ports)):
+        into = out.setdefault(direction_label(snap, port), {})
+        for key, value in snap.totals(port).items():
+            into[key] = into.get(key, 0) + value
+    return out
 
 
 def totals_phrase(directions: dict[str, dict[str, int]]) -> str:

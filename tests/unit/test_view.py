@@ -188,3 +188,10 @@ def test_stats_name_at_80_columns_keeps_the_direction_whole() -> None:
     header = next(line for line in lines if "direction" in line)
     assert "tx full" not in header  # the first to go
     assert "frames" in header
+
+
+def test_a_looped_port_totals_both_opens_under_its_one_label() -> None:
+    ports = [{"name": "netmap:eth0", "backend": "kernel"}] * 2
+    totals = view.direction_totals(snapshot(ports, frames=(100, 30)))
+    assert list(totals) == ["netmap:eth0->netmap:eth0"]
+    assert totals["netmap:eth0->netmap:eth0"]["frames"] == 130
