@@ -187,6 +187,10 @@ def cli() -> None:
               show_default=True,
               help="NIC ports: turn the NIC's offloads off while it bridges (netmap mode "
                    "needs them off; what was on comes back at the stop), or keep them.")
+@click.option("--no-promisc", is_flag=True,
+              help="Leave the NICs as they are: by default a NIC that takes frames for "
+                   "the bridge (netmap mode or packet:, bridged to anything but its own "
+                   "host stack) is promiscuous while it runs.")
 @click.option("--vnet-hdr", "vnet_hdr", multiple=True, metavar="PORT=LEN",
               callback=lambda _ctx, _param, value: _vnet_hdr(value),
               help="VALE port PORT (as given with -i) carries a virtio-net header of LEN "
@@ -200,7 +204,8 @@ def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
                duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
-               offloads: str, vnet_hdr: tuple[tuple[str, int], ...], verbose: int,
+               offloads: str, no_promisc: bool, vnet_hdr: tuple[tuple[str, int], ...],
+               verbose: int,
                quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
@@ -227,7 +232,7 @@ def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
         duration=duration, count=count,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
         metrics_listen=metrics_listen, isolate=isolate, offloads=offloads, vnet_hdr=vnet_hdr,
-        loopback=chosen.loopback,
+        loopback=chosen.loopback, promisc=not no_promisc,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
 

@@ -69,6 +69,7 @@ class BridgeOptions:
     offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
     loopback: bool = False  # ports[0] == ports[1]: one port looped back on itself (-L)
+    promisc: bool = True  # NICs that take frames for others held promiscuous (--no-promisc)
 
 
 @dataclass
@@ -258,8 +259,11 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
     from nmbridge.commands.stats import serving_metrics
 
     nics = list(dict.fromkeys(s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS))
+    from nmbridge.promisc import Promiscuous, needs_promisc
+
     with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
+            Promiscuous(needs_promisc(specs) if opts.promisc else []), \
             _opened(specs) as ports:
         serve()
         offloads.announce()
