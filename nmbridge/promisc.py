@@ -56,14 +56,23 @@ class Promiscuous:
     def __init__(self, ifnames: Sequence[str]) -> None:
         self._ifnames = list(ifnames)
         self._socks: list[socket.socket] = []
+        self._said: list[tuple[bool, str]] = []  # (a warning?, the line) for announce()
+
+    def announce(self) -> None:
+        """Say what was done, once the ports are open: a bridge that fails before it
+        forwards says only its one error line."""
+        for warning, line in self._said:
+            (terminal.warn if warning else terminal.info)(line)
+        self._said = []
 
     def __enter__(self) -> Promiscuous:
         for ifname in self._ifnames:
             try:
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             except OSError as exc:
-                terminal.warn(f"{ifname}: cannot make it promiscuous ({exc.strerror}): "
-                              "frames for other stations will not reach the bridge")
+                self._said.append((True, f"{ifname}: cannot make it promiscuous "
+                                   f"({exc.strerror or exc}): frames for other stations will not "
+                                   "reach the bridge"))
                 continue
             try:
                 mreq = PACKET_MREQ.pack(socket.if_nametoindex(ifname), PACKET_MR_PROMISC, 0,
@@ -71,12 +80,14 @@ class Promiscuous:
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             except OSError as exc:
                 sock.close()
-                terminal.warn(f"{ifname}: cannot make it promiscuous ({exc.strerror}): "
-                              "frames for other stations will not reach the bridge")
+                self._said.append((True, f"{ifname}: cannot make it promiscuous "
+                                   f"({exc.strerror or exc}): frames for other stations will not "
+                                   "reach the bridge"))
                 continue
             self._socks.append(sock)
-            terminal.info(f"nmbridge: {ifname}: promiscuous while the bridge runs (undone "
-                          "when it exits, however it exits; --no-promisc: not)")
+            self._said.append((False, f"nmbridge: {ifname}: promiscuous while the bridge "
+                                      "runs (undone when it exits, however it exits; "
+                                      "--no-promisc: not)"))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -263,10 +263,11 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 
     with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
-            Promiscuous(needs_promisc(specs) if opts.promisc else []), \
+            Promiscuous(needs_promisc(specs) if opts.promisc else []) as promisc, \
             _opened(specs) as ports:
         serve()
         offloads.announce()
+        promisc.announce()
         for port in ports:
             if port.c.hdr_len and port.kind == "kernel":
                 terminal.info(f"{port.spec.text}: {port.c.hdr_len}-byte virtio-net headers "

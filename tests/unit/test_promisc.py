@@ -38,3 +38,16 @@ def test_no_promisc_reaches_the_bridge(monkeypatch: pytest.MonkeyPatch, tmp_path
         res = CliRunner().invoke(cli.cli, ["bridge", *base, *extra], catch_exceptions=False)
         assert res.exit_code == 0, res.output
     assert [o.promisc for o in seen] == [True, False]
+
+
+def test_nothing_is_said_before_announce(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bridge that fails to open its ports says only its error line: what promiscuous
+    mode did waits for announce(), which the bridge calls once the ports are open."""
+    from nmbridge.promisc import Promiscuous
+
+    with Promiscuous(["nmbnosuch0"]) as held:
+        assert capsys.readouterr().err == ""
+        held.announce()
+    err = capsys.readouterr().err
+    assert err.startswith("nmbridge: warning: nmbnosuch0: cannot make it promiscuous (")
+    assert err.count("\n") == 1 and "(None)" not in err
