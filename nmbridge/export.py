@@ -17,7 +17,7 @@ from nmbridge.counters import (
     RingCounters,
     Snapshot,
 )
-from nmbridge.view import direction_label
+from nmbridge.view import direction_label, socket_copied
 
 #: bump only for a change that can break a reader (a key removed, renamed or
 #: retyped); new keys are added without a bump
@@ -119,6 +119,7 @@ def instance_dict(snap: Snapshot, now_ns: int) -> dict[str, Any]:
         "start_time": snap.started_ns / 1e9,
         "uptime_seconds": uptime_seconds(snap, now_ns),
         "zero_copy": snap.zero_copy,
+        "socket_copies": bool(socket_copied(snap.ports)),
         "stats_file": snap.path,
         "ports": [
             {

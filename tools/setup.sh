@@ -44,3 +44,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# an editable install leaves out the data files: link the man page where man-db looks
+# beside .venv/bin (.venv/share/man), so that `man nmbridge` finds it with the venv
+# activated (or `man -M .venv/share/man nmbridge` without); a link, so it follows the tree
+mkdir -p .venv/share/man/man8
+ln -sfn "$PWD/man/nmbridge.8" .venv/share/man/man8/nmbridge.8
+echo "setup: done; the command is .venv/bin/nmbridge (or '. .venv/bin/activate', then" \
+     "'nmbridge' and 'man nmbridge')"

@@ -126,6 +126,13 @@ class Bridge:
         self._c.shared = ffi.cast("struct nmb_stats_shared *", ptr + offset)
         lib.nmb_bridge_publish(self._c)
 
+    def publish_state(self, state: str) -> None:
+        """Set the state the stats file shows ("link-wait" while Python waits for the
+        links, before the loop runs and sets it itself) and publish it."""
+        codes = {name: code for code, name in stats.STATE_NAMES.items()}
+        self._c.state = codes[state]
+        lib.nmb_bridge_publish(self._c)
+
     def detach_shared(self) -> None:
         self._c.shared = ffi.NULL
         if self._shared_keep is not None:

@@ -64,7 +64,8 @@ def snapshot(name: str = "eth0", live: bool = True, ports: list[dict[str, Any]] 
 TOP = {"schema_version": int, "nmbridge_version": str, "time": float, "stats_dir": str,
        "instances": list}
 INSTANCE = {"name": str, "pid": int, "live": bool, "state": str, "start_time": float,
-            "uptime_seconds": (float, type(None)), "zero_copy": bool, "stats_file": str,
+            "uptime_seconds": (float, type(None)), "zero_copy": bool, "socket_copies": bool,
+            "stats_file": str,
             "ports": list, "directions": list, "rings": list}
 PORT = {"index": int, "name": str, "kind": (str, type(None)), "backend": (str, type(None)),
         "role": (str, type(None))}
@@ -109,6 +110,17 @@ def test_json_schema_keys_and_types() -> None:
             assert r["direction"] in ("rx", "tx")
             assert set(r["drops_by_reason"]) == set(DROP_REASONS)
             assert r["drops"] == sum(r["drops_by_reason"].values())
+
+
+@pytest.mark.parametrize(("backends", "copies"), [
+    (("kernel", "kernel"), False), (("packet", "tap"), True), (("kernel", "packet"), True),
+])
+def test_json_says_whether_the_kernel_copies_at_a_socket(backends: tuple[str, str],
+                                                         copies: bool) -> None:
+    ports = [{"name": f"p{i}", "kind": b, "backend": b, "role": None}
+             for i, b in enumerate(backends)]
+    doc = instance_dict(snapshot(ports=ports), NOW_NS)
+    assert (doc["zero_copy"], doc["socket_copies"]) == (True, copies)
 
 
 def test_offload_counters_of_a_direction_come_from_both_ports() -> None:
