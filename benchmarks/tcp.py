@@ -242,6 +242,13 @@ def parse_iperf(out: str, topology: str, mode: str, way: str, run: int) -> Resul
                   sent.get("retransmits"), str(doc.get("error", "")))
 
 
+def rate(gbps: float) -> str:
+    """Gbit/s for the table, three figures; below 10 Mbit/s in Mbit/s, said so."""
+    if gbps >= 0.01 or gbps == 0:
+        return f"{gbps:.3g}" if gbps < 100 else f"{gbps:.0f}"
+    return f"{gbps * 1000:.2g} Mbit/s"
+
+
 def summarize(results: list[Result], cases: list[tuple[str, str]],
               modes: list[str]) -> list[dict[str, Any]]:
     out = []
@@ -394,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for s in summary:
         vs = s.get("gbps_vs", {})
-        rows.append([s["topology"], s["way"], s["mode"], f"{s['gbps']:.3g}",
-                     f"{s['gbps_min']:.3g}-{s['gbps_max']:.3g}", s["retransmits"],
+        rows.append([s["topology"], s["way"], s["mode"], rate(s["gbps"]),
+                     f"{rate(s['gbps_min'])}-{rate(s['gbps_max'])}", s["retransmits"],
                      *[vs.get(o) for o in others], s["failed_rounds"]])
     print(benchlib.table(headers, rows))
     print("(/ MODE: the row's Gbit/s over MODE's, the median of the rounds' ratios; "

@@ -99,6 +99,14 @@ class _DefaultToBridge(click.Group):
         return items
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the default command's options: `nmbridge -i A -i B -b 512 -w 5` needs no
+        # `bridge` word, so its options belong in the first help a user reads
+        bridge = self.commands["bridge"]
+        with click.Context(bridge, info_name="bridge", parent=ctx) as sub:
+            records = [r for p in bridge.get_params(sub) if isinstance(p, click.Option)
+                       and (r := p.get_help_record(sub)) is not None]
+        with formatter.section("Bridge options (nmbridge [bridge] ...)"):
+            formatter.write_dl(records)
         formatter.write_paragraph()
         with formatter.indentation():
             for line in _exit_status_epilog().splitlines():
@@ -119,6 +127,8 @@ def cli() -> None:
     \b
       nmbridge eth0                    netmap:eth0 <-> netmap:eth0^ (wire <-> host stack)
       nmbridge -i A -i B               any two ports, in netmap's port-name syntax
+      nmbridge -i A -i B -b 512 -w 5   netmap's bridge command line, as it is
+      nmbridge A B 512                 ... and its IFA [IFB [BURST]] form
       nmbridge -i packet:veth0 -i tap:nmb0   emulated ports, no netmap module needed
       nmbridge stats                   the counters of running instances
       nmbridge explain PORT...         what a port name means, without opening it
@@ -129,15 +139,21 @@ def cli() -> None:
 
 @cli.command("bridge", context_settings=CONTEXT)
 @click.argument("iface", required=False, metavar="[IFACE]", shell_complete=completion.interfaces)
+@click.argument("ifb", required=False, metavar="[IFB]")
+@click.argument("burst_word", required=False, metavar="[BURST]",
+                type=click.IntRange(BURST.low, BURST.high))
 @click.option("-i", "--port", "ports", multiple=True, metavar="PORT",
               shell_complete=completion.ports,
-              help="A port to bridge; give exactly two (netmap:eth0, vale0:a, packet:veth0, "
-                   "tap:nmb0, ...).")
-@click.option("--burst", type=click.IntRange(BURST.low, BURST.high), default=BURST.default,
+              help="A port to bridge; give two (netmap:eth0, vale0:a, packet:veth0, "
+                   "tap:nmb0, ...), or one NIC to bridge with its host stack.")
+@click.option("-b", "--burst", type=click.IntRange(BURST.low, BURST.high), default=BURST.default,
               show_default=True,
               help="Most frames moved from one RX ring per pass.")
-@click.option("--no-zero-copy", is_flag=True, help="Copy frames even where ports share memory.")
-@click.option("--wait-link", type=Seconds(min=0), default=0.0, metavar="SECONDS",
+@click.option("-c", "--no-zero-copy", is_flag=True,
+              help="Copy frames even where ports share memory.")
+@click.option("-L", "--loopback", is_flag=True,
+              help="One port: send what it receives back out of it (netmap ports).")
+@click.option("-w", "--wait-link", type=Seconds(min=0), default=0.0, metavar="SECONDS",
               help="At start, wait up to SECONDS for the links to come up.")
 @click.option("--busy-poll", is_flag=True, help="Never sleep in poll(): lower latency, one "
               "core at 100%.")
@@ -171,6 +187,10 @@ def cli() -> None:
               show_default=True,
               help="NIC ports: turn the NIC's offloads off while it bridges (netmap mode "
                    "needs them off; what was on comes back at the stop), or keep them.")
+@click.option("--no-promisc", is_flag=True,
+              help="Leave the NICs as they are: by default a NIC that takes frames for "
+                   "the bridge (netmap mode or packet:, bridged to anything but its own "
+                   "host stack) is promiscuous while it runs.")
 @click.option("--vnet-hdr", "vnet_hdr", multiple=True, metavar="PORT=LEN",
               callback=lambda _ctx, _param, value: _vnet_hdr(value),
               help="VALE port PORT (as given with -i) carries a virtio-net header of LEN "
@@ -186,43 +206,61 @@ def cli() -> None:
 @click.option("--filter-out", default=None, metavar="EXPR",
               help="As --filter, for the frames that go out by the first port (from the "
                    "second: IFACE's host stack to its wire); in place of --filter that way.")
+@click.option("--pcap", "pcap", default=None, metavar="FILE",
+              help="Write every frame that crosses, both ways, to FILE in pcapng (- for "
+                   "standard output: pipe it to tshark -r - or tcpdump -r -): an interface "
+                   "per direction, nanosecond timestamps. Forwarding never waits for it: "
+                   "what the writer cannot keep up with is counted as capture_dropped.")
+@click.option("--snaplen", type=click.IntRange(0, 262144), default=None, metavar="BYTES",
+              help="--pcap: keep at most BYTES of each frame (as tcpdump -s; default and 0: "
+                   "262144).")
+@click.option("--pcap-size", type=click.IntRange(min=1), default=None, metavar="MB",
+              help="--pcap: start a new file once the current one is larger than MB "
+                   "millions of bytes, named FILE1, FILE2, ... (as tcpdump -C).")
+@click.option("--pcap-files", type=click.IntRange(min=1), default=None, metavar="N",
+              help="--pcap-size: keep a ring of N files, FILE0 to FILE<N-1>, each written "
+                   "over in turn (as tcpdump -W).")
+@click.option("--pcap-filter", default=None, metavar="EXPR",
+              help="--pcap: capture only the frames the tcpdump expression EXPR selects "
+                   "(they all cross).")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
-def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_copy: bool,
+def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
+               ports: tuple[str, ...], burst: int, no_zero_copy: bool, loopback: bool,
                wait_link: float, busy_poll: bool, poll_timeout: int, rx_usecs: int,
                duration: float | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
-               offloads: str, vnet_hdr: tuple[tuple[str, int], ...],
+               offloads: str, no_promisc: bool, vnet_hdr: tuple[tuple[str, int], ...],
                filter_both: str | None, filter_in: str | None, filter_out: str | None,
-               verbose: int, quiet: int) -> None:
+               pcap: str | None, snaplen: int | None, pcap_size: int | None,
+               pcap_files: int | None, pcap_filter: str | None, verbose: int,
+               quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
+    netmap's bridge command line works as it is: -i A [-i B], or IFA [IFB [BURST]];
+    a lone NIC (or the same one twice) is bridged with its host stack, -L loops it.
     Runs until Ctrl-C or SIGTERM (or --duration / --count), then flushes the TX
     rings, prints the totals and exits 0.
     """
     from nmbridge.commands.bridge import LOOP_BUDGET_MS, BridgeOptions, run_bridge
+    from nmbridge.commands.bridgeargs import port_pair
+    from nmbridge.pcap import STDOUT, pcap_options
     from nmbridge.systemd import bridge_hooks
 
     _verbosity(verbose, quiet)
-    roles: tuple[str, str] | None = None
-    if iface is not None and ports:
-        raise UsageError("give either IFACE or two -i ports, not both")
-    if iface is not None:
-        base = iface.removeprefix("netmap:")
-        if not base or any(c in base for c in "^*/@{}:") or "-" in base[:1]:
-            raise UsageError(
-                f"'{iface}' is not an interface name; use -i for netmap port names"
-            )
-        pair = (f"netmap:{base}", f"netmap:{base}^")
-        roles = ("wire", "host")
-    elif len(ports) == 2:
-        pair = (ports[0], ports[1])
-    else:
-        raise UsageError(
-            "give an interface (nmbridge eth0) or exactly two ports (-i A -i B); "
-            f"got {len(ports)} port{'s' if len(ports) != 1 else ''}"
-        )
+    capture = pcap_options(pcap, snaplen, pcap_size, pcap_files, pcap_filter)
+    if capture is not None and capture.path == STDOUT:
+        if live:
+            raise UsageError("--live: standard output carries the capture (--pcap -)")
+        live = False
+    if burst_word is not None:
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("burst") is not click.core.ParameterSource.DEFAULT:
+            raise UsageError(f"give the burst once: -b/--burst {burst} and BURST {burst_word}")
+        burst = burst_word
+    chosen = port_pair(tuple(w for w in (iface, ifb) if w is not None), ports, loopback)
+    pair, roles = chosen.ports, chosen.roles
     run_bridge(BridgeOptions(
         ports=pair, roles=roles, burst=burst, zero_copy=not no_zero_copy, wait_link=wait_link,
         busy_poll=busy_poll, poll_timeout_ms=poll_timeout, rx_usecs=rx_usecs,
@@ -233,6 +271,8 @@ def bridge_cmd(iface: str | None, ports: tuple[str, ...], burst: int, no_zero_co
                  filter_out if filter_out is not None else filter_both),
         filter_options=("--filter-in" if filter_in is not None else "--filter",
                         "--filter-out" if filter_out is not None else "--filter"),
+        pcap=capture,
+        loopback=chosen.loopback, promisc=not no_promisc,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
 
@@ -280,7 +320,8 @@ def stats_cmd(name: str | None, stats_dir: str, watch: bool, interval: float, as
               prometheus: bool) -> None:
     """Show the counters of running instances: a row each, or NAME's rings.
 
-    A stale instance (its process died) is shown as stale. Exit status 8 when
+    Rates are between two of the bridge's publishes (two reads 0.3 s apart); "-" where
+    none can be told. A stale instance (its process died) is shown as stale. Exit status 8 when
     there is no instance to show, 9 when a stats file cannot be read.
     """
     from nmbridge.commands.stats import output_format, show

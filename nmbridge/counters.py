@@ -83,6 +83,12 @@ OFFLOAD_FIELDS: dict[str, str] = {
     "gso_segments": "gso_segments",
     "csum_sw": "csum_sw",
 }
+#: what the capture (--pcap) did with the frames that crossed (JSON key -> field); not
+#: drops: a frame the capture could not take crossed all the same
+CAPTURE_FIELDS: dict[str, str] = {
+    "captured": "captured",
+    "capture_dropped": "capture_dropped",
+}
 #: every field that counts a frame not forwarded
 DROP_FIELDS = tuple(DROP_REASONS.values())
 
@@ -221,8 +227,12 @@ class StatsWriter:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._lock = take_instance_lock(self._dfd, stats_dir, instance)
+            # one clock for the bridge's uptime: its own ("up", "stopped after") counts
+            # from started_monotonic, the same moment as started_ns that readers see
+            self.started_monotonic = time.monotonic()
+            self.started_ns = time.time_ns()
             fixed = _FIXED.pack(
-                MAGIC, FORMAT_VERSION, len(meta), os.getpid(), 0, time.time_ns(), counters_ofs
+                MAGIC, FORMAT_VERSION, len(meta), os.getpid(), 0, self.started_ns, counters_ofs
             )
             os.ftruncate(fd, size)
             os.pwrite(fd, fixed + meta, 0)

@@ -17,7 +17,7 @@ EXIT_STATUSES: dict[int, str] = {
     1: "a port failed while the bridge was running (interface removed, persistent ring errors)",
     2: "usage error: bad option value or bad port name",
     3: "netmap is not available (no /dev/netmap)",
-    4: "permission denied (needs root or CAP_NET_ADMIN)",
+    4: "permission denied (needs root, or CAP_NET_ADMIN and CAP_NET_RAW)",
     5: "no such interface or port",
     6: "the interface or port is busy (opened by another program, or a packet: interface "
        "another nmbridge bridges)",
@@ -69,7 +69,7 @@ class NetmapMissing(NmbridgeError):
 
 
 class PermissionDenied(NmbridgeError):
-    """The operation needs root or CAP_NET_ADMIN."""
+    """The operation needs root, or CAP_NET_ADMIN and CAP_NET_RAW."""
 
     exit_status = 4
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nmbridge.counters import DROP_REASONS, OFFLOAD_FIELDS, RingCounters, Snapshot
-from nmbridge.view import direction_label
+from nmbridge.counters import (
+    CAPTURE_FIELDS,
+    DROP_REASONS,
+    OFFLOAD_FIELDS,
+    RingCounters,
+    Snapshot,
+)
+from nmbridge.view import direction_label, socket_copied
 
 #: bump only for a change that can break a reader (a key removed, renamed or
 #: retyped); new keys are added without a bump
@@ -46,6 +52,7 @@ def _ring_dict(snap: Snapshot, r: RingCounters) -> dict[str, Any]:
         "syncs": int(v.get("syncs", 0)),
         "errors": int(v.get("errors", 0)),
         "offloads": {key: int(v.get(f, 0)) for key, f in OFFLOAD_FIELDS.items()},
+        **{key: int(v.get(f, 0)) for key, f in CAPTURE_FIELDS.items()},
     }
 
 
@@ -68,7 +75,8 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
         sums: dict[str, int] = {}
         for r in rx:
             for key in ("frames", "bytes", "txfull", "errors", "drop_oversize", "drop_chain",
-                        "drop_rx", "drop_header", "drop_gso", "gso_frames", "filtered"):
+                        "drop_rx", "drop_header", "drop_gso", "gso_frames", "filtered",
+                        *CAPTURE_FIELDS.values()):
                 sums[key] = sums.get(key, 0) + int(r.values.get(key, 0))
         for r in tx:
             for key in ("drop_tx", "errors", "gso_segments", "csum_sw"):
@@ -88,6 +96,7 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
                 "filtered": sums.get("filtered", 0),
                 "errors": sums.get("errors", 0),
                 "offloads": {key: sums.get(f, 0) for key, f in OFFLOAD_FIELDS.items()},
+                **{key: sums.get(f, 0) for key, f in CAPTURE_FIELDS.items()},
             }
         )
     return out
@@ -110,6 +119,7 @@ def instance_dict(snap: Snapshot, now_ns: int) -> dict[str, Any]:
         "start_time": snap.started_ns / 1e9,
         "uptime_seconds": uptime_seconds(snap, now_ns),
         "zero_copy": snap.zero_copy,
+        "socket_copies": bool(socket_copied(snap.ports)),
         "stats_file": snap.path,
         "ports": [
             {
@@ -183,6 +193,12 @@ _RING_COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "csum_sw", ("tx",)),
     ("nmbridge_filtered_total", "Frames from this RX ring that the filter did not let cross "
      "(not counted in nmbridge_drops_total).", "filtered", ("rx",)),
+    ("nmbridge_captured_total",
+     "Frames from this RX ring that crossed and were copied for the capture (--pcap).",
+     "captured", ("rx",)),
+    ("nmbridge_capture_dropped_total",
+     "Frames from this RX ring that crossed but the capture could not take (its ring full, "
+     "or its writer stopped).", "capture_dropped", ("rx",)),
 )
 # which drop reasons each ring direction counts
 _DROP_REASONS_BY_DIRECTION = {"rx": ("oversize", "chain", "rx", "header", "gso"), "tx": ("tx",)}

@@ -6,6 +6,7 @@ rich is imported only when a console is first needed, so that `nmbridge
 
 from __future__ import annotations
 
+import io
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -81,5 +82,29 @@ def _line(text: str) -> None:
     sys.stderr.flush()
 
 
+#: the width of output that is not a terminal: a table is never cut or wrapped for a
+#: file or a pipe, whatever COLUMNS says (a reader there has no screen edge)
+FULL_WIDTH = 10_000
+
+
+def table_width() -> int | None:
+    """The width a table must fit: the terminal's, or None (not a terminal: full width)."""
+    con = stdout()
+    return con.width if con.is_terminal else None
+
+
 def render(renderable: Any) -> None:
-    stdout().print(renderable)
+    """Print a renderable on stdout: to a terminal at its width, elsewhere as plain
+    text (no colour, no control sequence) at full width, lines without trailing blanks."""
+    con = stdout()
+    if con.is_terminal:
+        con.print(renderable)
+        return
+    from rich.console import Console
+
+    plain = Console(file=io.StringIO(), width=FULL_WIDTH, color_system=None,
+                    force_terminal=False, highlight=False, soft_wrap=True)
+    plain.print(renderable)
+    text = plain.file.getvalue()  # type: ignore[attr-defined]
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.splitlines()))
+    sys.stdout.flush()

@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 # off (the offload tests, the kernel's own segmentation in
 # tests/integration/test_gso_reference.py, benchmarks/tcp.py), iperf3 for
 # benchmarks/tcp.py; libpcap (libpcap0.8, the library alone: nmbridge loads it at
-# run time for --filter) and tcpdump, the reference the filter tests compare with.
+# run time for --filter) and tcpdump, the reference the filter tests compare with;
+# tcpdump and tshark read back what --pcap wrote (tests/integration/test_pcap.py;
+# tshark's wireshark-common asks whether non-root users may capture: the
+# non-interactive install answers no).
 need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
@@ -22,6 +25,7 @@ command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+command -v tshark >/dev/null || need_pkgs+=(tshark)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so\.0\.8' || need_pkgs+=(libpcap0.8)
 if ((${#need_pkgs[@]})); then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -40,3 +44,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# an editable install leaves out the data files: link the man page where man-db looks
+# beside .venv/bin (.venv/share/man), so that `man nmbridge` finds it with the venv
+# activated (or `man -M .venv/share/man nmbridge` without); a link, so it follows the tree
+mkdir -p .venv/share/man/man8
+ln -sfn "$PWD/man/nmbridge.8" .venv/share/man/man8/nmbridge.8
+echo "setup: done; the command is .venv/bin/nmbridge (or '. .venv/bin/activate', then" \
+     "'nmbridge' and 'man nmbridge')"

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 #: the cdef headers, in the order cffi must read them (each may use the ones before)
 CDEF_ORDER = ("abi.h", "stats.h", "region.h", "offload.h", "engine.h", "port.h", "loop.h", "nic.h",
-              "isolate.h", "filter.h")
+              "isolate.h", "filter.h", "capture.h")
 
 #: the C sources, one topic per file
 SOURCES = (
@@ -35,6 +35,7 @@ SOURCES = (
     "nic.c",
     "isolate.c",
     "filter.c",
+    "capture.c",
 )
 
 

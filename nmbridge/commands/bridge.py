@@ -29,6 +29,7 @@ from nmbridge.counters import (
     stats_path,
 )
 from nmbridge.errors import NoSuchPort, UsageError
+from nmbridge.pcap import PcapOptions
 from nmbridge.pcapfilter import Program
 from nmbridge.portspec import (
     NIC_KINDS,
@@ -69,9 +70,12 @@ class BridgeOptions:
     isolate: bool = False  # packet: ports: their interfaces taken from the host stack
     offloads: str = "off"  # NIC ports: "off" (turned off, restored at the stop) or "keep"
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
+    pcap: PcapOptions | None = None  # --pcap: a copy of what crosses, in pcapng
     # tcpdump expressions for the frames from port 0 and from port 1 (None: all cross)
     filters: tuple[str | None, str | None] = (None, None)
     filter_options: tuple[str, str] = ("--filter-in", "--filter-out")  # who gave them
+    loopback: bool = False  # ports[0] == ports[1]: one port looped back on itself (-L)
+    promisc: bool = True  # NICs that take frames for others held promiscuous (--no-promisc)
 
 
 @dataclass
@@ -146,6 +150,22 @@ def _port_meta(spec: PortSpec, role: str | None, kind: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def _capturing(opts: PcapOptions | None, specs: list[PortSpec]) -> Iterator[Any]:
+    """The capture, running from before the ports open (a file that cannot be written
+    stops the start) until after the bridge's last flush."""
+    if opts is None:
+        yield None
+        return
+    from nmbridge.pcap import CaptureWatch, open_capture
+
+    watch = CaptureWatch(open_capture(opts, (specs[0].text, specs[1].text)), opts)
+    try:
+        yield watch
+    finally:
+        watch.close()
+
+
+@contextlib.contextmanager
 def _opened(specs: list[PortSpec]) -> Iterator[list[Any]]:
     from nmbridge import ports as bridge_ports
 
@@ -164,10 +184,12 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     for spec in specs:
         if (why := one_way_reason(spec)) is not None:
             raise UsageError(f"{spec.text}: {why}; nmbridge bridges both ways")
-    if share_rings(*specs):
+    if opts.loopback:
+        check_loopback(specs[0])
+    elif share_rings(*specs):
         raise UsageError(f"{specs[0].text} and {specs[1].text} are the same rings: a bridge "
                          "between them would send every frame back where it came from")
-    if same_interface(*specs):
+    if not opts.loopback and same_interface(*specs):
         raise UsageError(f"{specs[0].text} and {specs[1].text} are the same interface, "
                          f"{specs[0].ifname}: a bridge between them would send every frame "
                          "back where it came from")
@@ -175,14 +197,16 @@ def run_bridge(opts: BridgeOptions) -> Totals:
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")
     programs = compile_filters(opts.filters, opts.filter_options)
-    check_stats_dir(opts.stats_dir)
-    check_not_running(opts.stats_dir, name)
-    from nmbridge import engine, nic
+    from nmbridge import engine, nic, privileges
 
     for spec in specs:
         ifname = nic.port_interface(spec)
         if ifname is not None and spec.kind != "tap" and not sysfs.exists(ifname):
             raise NoSuchPort(f"{spec.text}: no interface named '{ifname}'")
+    # what the ports need before the stats directory, whose error would only lead here
+    privileges.require(specs, engine.ports.NETMAP_DEVICE)
+    check_stats_dir(opts.stats_dir)
+    check_not_running(opts.stats_dir, name)
     if any(not s.emulated for s in specs):
         engine.ports.require_netmap()  # before a NIC is touched
     # a NIC's offloads off before netmap takes it, back on whatever ends the bridge
@@ -226,6 +250,16 @@ def filter_note(labels: tuple[str, str], programs: list[Program | None]) -> str 
         return f"filter '{programs[0].expression}' both ways{tail}"
     ways = [f"{label} '{p.expression}'" for label, p in zip(labels, programs) if p is not None]
     return f"filter {', '.join(ways)}{tail}"
+
+
+def check_loopback(spec: PortSpec) -> None:
+    """-L: one netmap port opened twice, each open's RX ring forwarded to the other's TX
+    ring -- the same rings, as netmap's bridge -L does. An emulated port cannot: two
+    sockets on one interface would each receive every frame and send it back twice."""
+    if spec.emulated:
+        raise UsageError(f"-L {spec.text}: loopback needs a netmap port (netmap:IFACE, "
+                         "vale, pipe); an emulated port's two sockets would each take every "
+                         "frame and send it back twice")
 
 
 def with_vnet_hdr(specs: list[PortSpec], asked: tuple[tuple[str, int], ...]) -> list[PortSpec]:
@@ -280,12 +314,17 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
     from nmbridge import engine, nic
     from nmbridge.commands.stats import serving_metrics
 
-    nics = [s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS]
-    with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
+    nics = list(dict.fromkeys(s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS))
+    from nmbridge.promisc import Promiscuous, needs_promisc
+
+    with _capturing(opts.pcap, specs) as capture, \
+            nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
+            Promiscuous(needs_promisc(specs) if opts.promisc else []) as promisc, \
             _opened(specs) as ports:
         serve()
         offloads.announce()
+        promisc.announce()
         for port in ports:
             if port.c.hdr_len and port.kind == "kernel":
                 terminal.info(f"{port.spec.text}: {port.c.hdr_len}-byte virtio-net headers "
@@ -314,6 +353,8 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         )
         for line in bridge.offload_notes():
             terminal.info(line)
+        if capture is not None:
+            bridge.set_capture(capture.capture)
         made: dict[int, Any] = {}  # one C filter for an expression given both ways
         for i, program in enumerate(programs):
             if program is not None:
@@ -343,7 +384,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         try:
             bridge.attach_shared(writer.map, writer.counters_offset)
             startup.starting = False  # _forward's own handling comes at once
-            return _forward(opts, name, bridge, writer, watcher, ports)
+            return _forward(opts, name, bridge, writer, watcher, ports, capture)
         finally:
             bridge.detach_shared()
             writer.close()
@@ -351,24 +392,32 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 
 
 def _forward(
-    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any, ports: list[Any]
+    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any,
+    ports: list[Any], capture: Any = None,
 ) -> Totals:
-    mode = "zero-copy" if bridge.zero_copy else "copy"
+    from nmbridge.view import copy_mode
+
     why = ""
     if not bridge.zero_copy and bridge.zero_copy_possible:
-        why = " (--no-zero-copy)"
+        why = "--no-zero-copy"
     elif not bridge.zero_copy:
-        why = " (the ports do not share memory)"
+        why = "the ports do not share memory"
+    mode = copy_mode(bridge.zero_copy, [{"name": p.spec.text, "backend": p.kind} for p in ports],
+                     why)
     terminal.info(
-        f"nmbridge: {ports[0].spec.text} <-> {ports[1].spec.text}, {mode}{why}, "
+        f"nmbridge: {ports[0].spec.text} <-> {ports[1].spec.text}, {mode}, "
         f"burst {opts.burst}, instance '{name}'"
     )
     # SIGTERM while waiting for the links (systemctl stop) stops the bridge as cleanly as
     # later: STOPPING=1, the stats file removed, exit 0 -- and no READY=1 before it
     with _StopSignals(bridge.request_stop) as stops:
+        if opts.wait_link > 0 and not watcher.all_up():
+            bridge.publish_state("link-wait")  # what stats says while waiting
         watcher.wait_up(opts.wait_link, stop=lambda: stops.received is not None)
-        started = time.monotonic()
-        deadline = started + opts.duration if opts.duration else None
+        # --duration counts forwarding; the uptime (the view's, the totals') counts from
+        # the stats file's start, as `nmbridge stats` does: one clock, one figure
+        deadline = time.monotonic() + opts.duration if opts.duration else None
+        started = writer.started_monotonic
         view = _View(opts, writer, started)
         reason = "stop"
         errors = _ErrorLog(bridge)
@@ -384,6 +433,8 @@ def _forward(
                 watcher.poll()
                 res = bridge.run(LOOP_BUDGET_MS)
                 errors.check()
+                if capture is not None:
+                    capture.check()
                 if not ready_sent:
                     ready_sent = True
                     if opts.on_ready:
@@ -466,6 +517,9 @@ class _View:
         self._refresher = Refresher(opts.interval, self._tick)
 
     def start(self) -> None:
+        # the first line's rates are against the counters at the start, not a false 0
+        with contextlib.suppress(Exception):
+            self._prev = read_snapshot(self._path)
         if self._live_mode:
             from nmbridge.view import live_display
 
@@ -487,8 +541,8 @@ class _View:
         from nmbridge.view import bridge_table, log_line
 
         if self._live is not None:
-            self._live.update(bridge_table(snap, self._prev, time.monotonic() - self._started),
-                              refresh=True)
+            self._live.update(bridge_table(snap, self._prev, time.monotonic() - self._started,
+                                           terminal.table_width()), refresh=True)
         elif terminal.verbosity() >= 0:
             line = log_line(snap, self._prev)
             if line:

@@ -41,13 +41,17 @@ class CheckReport:
         }
 
     def lines(self) -> list[str]:
+        """The findings, a line each; a ready interface ends with the verdict. A not ready
+        one does not: its verdict is the error line on stderr (raise_unless_ready), said
+        once."""
         out = []
         for f in self.findings:
             mark = "ok " if f.ok else "NO "
             out.append(f"{mark} {f.item}: {f.value}" + (f"  ({f.advice})" if f.advice else ""))
         for name in self.fixed:
             out.append(f"fixed: {name} turned off")
-        out.append(f"{self.interface}: {'ready' if self.ready else 'not ready'} for netmap")
+        if self.ready:
+            out.append(f"{self.interface}: ready for netmap")
         return out
 
 

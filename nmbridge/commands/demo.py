@@ -24,7 +24,7 @@ from typing import Any
 from nmbridge import terminal
 from nmbridge.counters import Snapshot, read_snapshot
 from nmbridge.errors import NmbridgeError, PortFailed, SystemFailure
-from nmbridge.lab import traffic
+from nmbridge.lab import python_m, traffic
 from nmbridge.lab.sandbox import Sandbox, check_privileges, check_tun, ip_command, reap_stale
 
 INSTANCE = "demo"
@@ -110,6 +110,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def child_error(lines: list[str]) -> str:
+    """What a failed child said: its own error line, or, where it died before it could
+    write one (a traceback: an import that failed), the last line it wrote."""
+    errors = [x for x in lines if x.startswith("nmbridge: error: ")]
+    if errors:
+        return errors[-1].removeprefix("nmbridge: error: ")
+    said = [x.strip() for x in lines if x.strip()]
+    return terminal.printable(said[-1]) if said else ""
+
+
 class _LineReader(threading.Thread):
     """Collects a child's stderr lines (and keeps its pipe from filling)."""
 
@@ -159,7 +169,7 @@ class _Demo:
 
     def _start_bridge(self) -> None:
         argv = [
-            sys.executable, "-m", "nmbridge", "-i", self.sb.wire_port, "-i", self.sb.host_port,
+            *python_m("nmbridge"), "-i", self.sb.wire_port, "-i", self.sb.host_port,
             "--stats-dir", self.stats_dir, "--name", INSTANCE, "--no-live",
             # a bound even if this process is killed before it can stop the bridge
             "--duration", f"{self.opts.duration + 60:g}",
@@ -173,10 +183,10 @@ class _Demo:
         while time.monotonic() < deadline:
             if self.bridge.poll() is not None:
                 self.reader.join(1)
-                why = next((x for x in reversed(self.reader.lines) if "error" in x), "")
+                why = child_error(self.reader.lines)
                 raise SystemFailure(
                     f"the bridge did not start (exit status {self.bridge.returncode})"
-                    + (f": {why.removeprefix('nmbridge: error: ')}" if why else "")
+                    + (f": {why}" if why else "")
                 )
             try:
                 if read_snapshot(self.stats_path).live:
@@ -232,9 +242,9 @@ class _Demo:
         status = self.sb.stop(self.bridge, STOP_TIMEOUT)
         self.reader.join(2)
         if status != 0:
-            why = next((x for x in reversed(self.reader.lines) if "error" in x), "")
-            raise PortFailed(f"the bridge exited with status {status}" +
-                             (f": {why.removeprefix('nmbridge: error: ')}" if why else ""))
+            why = child_error(self.reader.lines)
+            raise PortFailed(f"the bridge exited with status {status}"
+                             + (f": {why}" if why else ""))
         return parse_totals(self.reader.lines)
 
     # ------------------------------------------------------------ the view
@@ -259,8 +269,8 @@ class _Demo:
         from nmbridge.view import bridge_table, log_line
 
         if self.live is not None:
-            self.live.update(bridge_table(snap, prev, time.monotonic() - self.started),
-                             refresh=True)
+            self.live.update(bridge_table(snap, prev, time.monotonic() - self.started,
+                                          terminal.table_width()), refresh=True)
         elif terminal.verbosity() >= 0:
             line = log_line(snap, prev)
             if line:

@@ -33,6 +33,10 @@ from nmbridge.errors import (
 )
 
 FORMATS = ("table", "json", "prometheus")
+#: a one-shot table reads the stats files twice, this far apart: longer than the bridge's
+#: publish period (LOOP_BUDGET_MS, 200 ms), so that the rates are those of the counters
+#: the bridge published in between, over its own clock; a single read has no rate
+RATE_GAP_S = 0.3
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -114,6 +118,9 @@ def show(
     if watch:
         _watch(stats_dir, name, interval, reading)
         return
+    prevs: dict[str, Snapshot] = {}
+    if fmt == "table" and any(s.live for s in reading.snaps):
+        reading, prevs = _read_again(stats_dir, name, reading)
     now_ns = time.time_ns()
     if reading.snaps:
         if fmt == "json":
@@ -122,7 +129,7 @@ def show(
         elif fmt == "prometheus":
             terminal.print_out(_export().prometheus_text(reading.snaps))
         else:
-            terminal.render(_table(reading.snaps, name, None, now_ns))
+            terminal.render(_table(reading.snaps, name, prevs, now_ns))
             for snap in reading.snaps:
                 if not snap.live:
                     terminal.warn(_stale_warning(snap))
@@ -130,6 +137,17 @@ def show(
         terminal.error(exc.message)
     if reading.errors:
         raise reading.errors[-1]
+
+
+def _read_again(stats_dir: str, name: str | None,
+                first: Reading) -> tuple[Reading, dict[str, Snapshot]]:
+    """A second reading RATE_GAP_S after the first, with the first as the rates' base;
+    if the instances went meanwhile, the first reading alone (and no rates)."""
+    time.sleep(RATE_GAP_S)
+    try:
+        return read_instances(stats_dir, name), {s.instance: s for s in first.snaps}
+    except NmbridgeError:
+        return first, {}
 
 
 def _export() -> Any:
@@ -149,8 +167,8 @@ def _table(
         if prev is not None and (prev.pid, prev.started_ns) != (snap.pid, snap.started_ns):
             prev = None
         uptime = max(0.0, (now_ns - snap.started_ns) / 1e9) if snap.live else 0.0
-        return view.bridge_table(snap, prev, uptime)
-    return view.instances_table(snaps, prevs, now_ns)
+        return view.bridge_table(snap, prev, uptime, terminal.table_width())
+    return view.instances_table(snaps, prevs, now_ns, terminal.table_width())
 
 
 def _watch(stats_dir: str, name: str | None, interval: float, first: Reading) -> None:

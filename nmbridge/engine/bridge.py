@@ -21,6 +21,12 @@ RUN_REASONS = {lib.NMB_RUN_BUDGET: "budget", lib.NMB_RUN_STOP: "stop",
 GONE = (errno.ENODEV, errno.ENXIO, errno.EBADFD)
 
 
+#: offload bits (offload.h) and what a person calls them
+_OFFLOAD_NAMES = ((lib.NMB_OFL_CSUM, "checksums"), (lib.NMB_OFL_TSO4, "TSO over IPv4"),
+                  (lib.NMB_OFL_TSO6, "TSO over IPv6"), (lib.NMB_OFL_TSO_ECN, "TSO with ECN"),
+                  (lib.NMB_OFL_USO, "UDP GSO"))
+
+
 @dataclass
 class RunResult:
     reason: str  # "budget", "stop", "limit", "signal"
@@ -85,9 +91,14 @@ class Bridge:
         for src, dst in ((a, b), (b, a)):
             if not src.c.hdr_len or (dst.c.hdr_len and dst.c.offloads == full):
                 continue
-            what = "no virtio-net header" if not dst.c.hdr_len else "not every offload"
-            notes.append(f"{src.spec.text} -> {dst.spec.text}: super-frames segmented and "
-                         f"checksums finished in software ({dst.spec.text} takes {what})")
+            if not dst.c.hdr_len:
+                notes.append(f"{src.spec.text} -> {dst.spec.text}: super-frames segmented and "
+                             f"checksums finished in software ({dst.spec.text} takes no "
+                             "virtio-net header)")
+                continue
+            missing = [name for bit, name in _OFFLOAD_NAMES if not dst.c.offloads & bit]
+            notes.append(f"{src.spec.text} -> {dst.spec.text}: what {dst.spec.text} does not "
+                         f"take ({', '.join(missing)}) is done in software")
         return notes
 
     def set_filter(self, from_port: int, flt: Filter | None) -> None:
@@ -115,6 +126,13 @@ class Bridge:
         self._c.shared = ffi.cast("struct nmb_stats_shared *", ptr + offset)
         lib.nmb_bridge_publish(self._c)
 
+    def publish_state(self, state: str) -> None:
+        """Set the state the stats file shows ("link-wait" while Python waits for the
+        links, before the loop runs and sets it itself) and publish it."""
+        codes = {name: code for code, name in stats.STATE_NAMES.items()}
+        self._c.state = codes[state]
+        lib.nmb_bridge_publish(self._c)
+
     def detach_shared(self) -> None:
         self._c.shared = ffi.NULL
         if self._shared_keep is not None:
@@ -132,6 +150,12 @@ class Bridge:
                 raise PortFailed(f"{port.spec.text}: the interface went away")
             raise PortFailed(f"{port.spec.text}: {os.strerror(err)}")
         return RunResult(RUN_REASONS[rc], self.forwarded)
+
+    def set_capture(self, capture: Any) -> None:
+        """Hand a copy of every frame that crosses, both ways, to capture (an
+        engine.capture.Capture, closed only after the bridge's last flush)."""
+        self._capture = capture
+        lib.nmb_bridge_set_capture(self._c, capture.hook(), capture.c)
 
     def request_stop(self) -> None:
         lib.nmb_bridge_request_stop(self._c)

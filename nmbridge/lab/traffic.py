@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nmbridge.lab import python_m
+
 #: the only addresses traffic may go to or come from (RFC 2544 benchmarking)
 ALLOWED_NET = ipaddress.ip_network("198.18.0.0/15")
 DEFAULT_PORT = 47000
@@ -391,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def command(*args: str) -> list[str]:
     """The argument list that runs this module with this interpreter."""
-    return [sys.executable, "-m", "nmbridge.lab.traffic", *args]
+    return [*python_m("nmbridge.lab.traffic"), *args]
 
 
 def new_run_id() -> int:

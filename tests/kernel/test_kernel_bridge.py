@@ -361,3 +361,48 @@ def test_jumbo_chains_between_native_nics_reach_the_count(fake: FakeKernel,
         "netmap:fk0->netmap:fk1": (n, sum(map(len, to_fk1)), 0),
         "netmap:fk1->netmap:fk0": (n, sum(map(len, to_fk0)), 0),
     }
+
+
+def test_loopback_sends_the_wire_back_to_the_wire(fake: FakeKernel, nic_netns: str) -> None:
+    """netmap's `bridge -L -i netmap:fk0`: one port opened twice, what arrives on the
+    wire goes back out of it, each frame once, in order; the host stack sees nothing."""
+    bridge = RunningBridge(fake, ["-L", "-i", "netmap:fk0", "--no-live"], nic_netns)
+    try:
+        bridge.wait_ready(users=2)
+        sent = [make_frame(i, 60 + i % 50, b"loop") for i in range(200)]
+        for f in sent:
+            bridge.inject("fk0", "wire", f)
+        assert bridge.read("fk0", "wire", len(sent)) == sent
+        assert bridge.read("fk0", "wire", 1, timeout_ms=200) == []
+        assert bridge.read("fk0", "host", 1, timeout_ms=200) == []
+        bridge.stop()
+    finally:
+        bridge.kill()
+    assert bridge.proc.returncode == 0, bridge.stderr()
+    assert re.search(r"netmap:fk0 <-> netmap:fk0, zero-copy", bridge.stderr())
+    forwarded = sum(f for f, _b, _d in totals(bridge.stderr()).values())
+    assert forwarded == len(sent)
+    regs = fake.events("register")
+    assert [(r["name"], r["mode"]) for r in regs] == [("fk0", "1"), ("fk0", "1")]
+
+
+@pytest.mark.parametrize("args", [
+    ["-v", "-w", "1", "-b", "64", "-c", "-i", "netmap:fk0"],  # bridge's -i form, one NIC
+    ["-c", "netmap:fk0", "netmap:fk0", "64"],  # its IFA [IFB [BURST]] form, IFB = IFA
+])
+def test_a_netmap_bridge_command_line_bridges_the_nic_and_its_host_stack(
+        fake: FakeKernel, nic_netns: str, args: list[str]) -> None:
+    bridge = RunningBridge(fake, [*args, "--no-live"], nic_netns)
+    try:
+        bridge.wait_ready()
+        frames = [make_frame(i, 60 + i, b"nmb") for i in range(100)]
+        for f in frames:
+            bridge.inject("fk0", "wire", f)
+        assert bridge.read("fk0", "host", len(frames)) == frames
+        bridge.stop()
+    finally:
+        bridge.kill()
+    assert bridge.proc.returncode == 0, bridge.stderr()
+    assert re.search(r"netmap:fk0 <-> netmap:fk0\^, copy \(--no-zero-copy\), burst 64",
+                     bridge.stderr())
+    assert totals(bridge.stderr())["wire->host"][0] == len(frames)

@@ -72,7 +72,7 @@ def error_line(res: Result, status: int) -> str:
 @pytest.mark.parametrize("value", ["0", "-1", "8193", "x", "1.5", "", "1e3"])
 def test_bad_burst(value: str) -> None:
     msg = error_line(nmbridge("-i", "packet:v0", "-i", "tap:t0", "--burst", value), USAGE)
-    assert msg.startswith("Invalid value for '--burst': ")
+    assert msg.startswith("Invalid value for '-b' / '--burst': ")  # netmap bridge's -b too
     assert f"{value!r}" in msg or f" {value} " in msg
     assert msg.endswith("(see 'nmbridge bridge --help')")
 
@@ -95,7 +95,7 @@ def test_burst_bounds_are_accepted(value: str) -> None:
 ])
 def test_bad_option_values(option: str, value: str) -> None:
     msg = error_line(nmbridge("nmbnosuch0", option, value), USAGE)
-    assert msg.startswith(f"Invalid value for '{option}': ")
+    assert msg.startswith("Invalid value for ") and f"'{option}': " in msg
 
 
 def test_option_without_its_value() -> None:
@@ -309,7 +309,7 @@ def test_nonexistent_interface() -> None:
 def test_nonexistent_interface_of_a_packet_port(ports: tuple[str, str], tmp_path: Path) -> None:
     assert error_line(nmbridge("-i", ports[0], "-i", ports[1]), NO_SUCH_PORT) == (
         "packet:nmbnosuch0: no interface named 'nmbnosuch0'")
-    assert list((tmp_path / "run").iterdir()) == []  # no stats file was made
+    assert list((tmp_path / "run").glob("*")) == []  # no stats file was made (nor the dir)
 
 
 def test_no_netmap_module() -> None:
@@ -329,7 +329,7 @@ def test_bad_instance_name(name: str) -> None:
 def test_stats_dir_that_is_a_file(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    msg = error_line(nmbridge("nmbnosuch0", "--stats-dir", str(blocker)), USAGE)
+    msg = error_line(nmbridge("lo", "--stats-dir", str(blocker)), USAGE)
     assert msg.startswith(f"cannot create the stats directory {blocker}: ")
 
 
@@ -485,7 +485,7 @@ def test_installed_python_m() -> None:
 
 @pytest.mark.parametrize(("args", "status", "text"), [
     (["-i", "packet:", "-i", "tap:t0"], USAGE, "bad port name 'packet:'"),
-    (["--burst", "0", "eth0"], USAGE, "Invalid value for '--burst'"),
+    (["--burst", "0", "eth0"], USAGE, "Invalid value for '-b' / '--burst'"),
     (["-i", "packet:v0"], USAGE, "got 1 port"),
     (["eth0", "-i", "tap:t0"], USAGE, "not both"),
     (["--bogus"], USAGE, "No such option '--bogus'"),
@@ -605,3 +605,147 @@ def test_the_filters_are_said_once_per_direction() -> None:
     assert filter_note(labels, [None, arp]) == f"filter host->wire 'arp'{tail}"
     programs = compile_filters(("udp", "udp"))
     assert programs[0] is programs[1]  # compiled once
+
+
+# ---------------------------------------------------------------- --pcap
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--snaplen", "100"], "--snaplen applies to a capture: give --pcap FILE too"),
+    (["--pcap-size", "1"], "--pcap-size applies to a capture: give --pcap FILE too"),
+    (["--pcap-filter", "udp"], "--pcap-filter applies to a capture: give --pcap FILE too"),
+    (["--pcap", "c.pcapng", "--pcap-files", "3"], "--pcap-files N needs --pcap-size MB"),
+    (["--pcap", "-", "--pcap-size", "1"], "--pcap-size: standard output cannot be rotated"),
+    (["--pcap", "-", "--live"], "--live: standard output carries the capture (--pcap -)"),
+    (["--pcap", ""], "--pcap: give a file name, or - for standard output"),
+])
+def test_capture_options_that_cannot_go_together(args: list[str], says: str) -> None:
+    assert error_line(nmbridge("-i", "packet:v0", "-i", "tap:t0", *args), USAGE).startswith(
+        says)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--snaplen", "-1"), ("--snaplen", "262145"), ("--pcap-size", "0"), ("--pcap-files", "0"),
+])
+def test_bad_capture_values(option: str, value: str) -> None:
+    msg = error_line(nmbridge("nmbnosuch0", "--pcap", "x", option, value), USAGE)
+    assert msg.startswith(f"Invalid value for '{option}': ")
+
+
+def test_a_capture_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "such" / "dir" / "c.pcapng"
+    # tap: ports: no interface to look for first; the file fails before they are made
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where)), USAGE)
+    assert msg == f"--pcap {where}: cannot write {where}: No such file or directory"
+
+
+def test_a_ring_of_capture_files_starts_with_file0(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "c"
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where),
+                              "--pcap-size", "1", "--pcap-files", "10"), USAGE)
+    assert msg.endswith(f"cannot write {where}0: No such file or directory")
+
+
+@needs_libpcap
+def test_a_bad_capture_filter_is_a_usage_error_before_the_file_is_made(tmp_path: Path) -> None:
+    where = tmp_path / "c.pcapng"
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where),
+                              "--pcap-filter", "udp prot 9"), USAGE)
+    assert msg == "--pcap-filter 'udp prot 9': can't parse filter expression: syntax error"
+    assert not where.exists()
+
+
+# ---------------------------------------------------------------- check
+
+
+def _report(ready: bool) -> Any:
+    from nmbridge.commands.check import CheckReport
+
+    report = CheckReport("nmbfake0")
+    report.add("link", "up", True)
+    report.add("offloads", "all off" if ready else "tso on", ready,
+               "" if ready else "nmbridge check --fix nmbfake0")
+    return report
+
+
+def test_check_says_not_ready_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The findings on stdout, the verdict once: the error line on stderr, not also a
+    'not ready' line on stdout."""
+    monkeypatch.setattr("nmbridge.commands.check.check_interface",
+                        lambda iface, fix=False: _report(False))
+    res = nmbridge("check", "nmbfake0")
+    assert res.exit_code == 10, res.stderr
+    assert res.stdout.splitlines() == [
+        "ok  link: up", "NO  offloads: tso on  (nmbridge check --fix nmbfake0)"]
+    assert res.stderr == "nmbridge: error: nmbfake0 is not ready for netmap\n"
+    assert "not ready" not in res.stdout
+
+
+def test_check_ready_ends_with_the_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nmbridge.commands.check.check_interface",
+                        lambda iface, fix=False: _report(True))
+    res = nmbridge("check", "nmbfake0")
+    assert (res.exit_code, res.stderr) == (0, "")
+    assert res.stdout.splitlines()[-1] == "nmbfake0: ready for netmap"
+
+
+def test_installed_check_says_not_ready_once(env: dict[str, str]) -> None:
+    # lo exists everywhere; the netmap device named by the environment does not
+    res = installed("check", "lo", env=env)
+    assert res.returncode == 10, (res.stdout, res.stderr)
+    assert res.stderr == "nmbridge: error: lo is not ready for netmap\n"
+    assert "NO  netmap:" in res.stdout and "not ready" not in res.stdout
+
+
+# ---------------------------------------------------------------- privileges
+
+
+def test_without_privileges_the_first_word_is_what_is_needed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not the stats directory (unwritable here too), which only led to the real error."""
+    monkeypatch.setattr("nmbridge.privileges.own_caps", lambda: 0)
+    msg = error_line(nmbridge("-i", "packet:lo", "-i", "tap:nmbt0", "--stats-dir",
+                              str(tmp_path / "file" / "x")), 4)
+    assert msg == ("permission denied: packet:lo needs CAP_NET_RAW, tap:nmbt0 needs "
+                   "CAP_NET_ADMIN (run as root, or with CAP_NET_ADMIN and CAP_NET_RAW)")
+    assert EXIT_STATUSES[4] == "permission denied (needs root, or CAP_NET_ADMIN and CAP_NET_RAW)"
+
+
+def test_with_the_capabilities_the_run_goes_on(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    caps = 1 << 12 | 1 << 13  # CAP_NET_ADMIN, CAP_NET_RAW and nothing else
+    monkeypatch.setattr("nmbridge.privileges.own_caps", lambda: caps)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    msg = error_line(nmbridge("-i", "packet:lo", "-i", "tap:nmbt0", "--stats-dir",
+                              str(blocker)), USAGE)
+    assert msg.startswith(f"cannot create the stats directory {blocker}")
+
+
+def test_a_missing_interface_is_said_before_privileges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nmbridge.privileges.own_caps", lambda: 0)
+    msg = error_line(nmbridge("-i", "packet:nmbnosuch0", "-i", "tap:t0"), NO_SUCH_PORT)
+    assert msg == "packet:nmbnosuch0: no interface named 'nmbnosuch0'"
+
+
+def unprivileged() -> list[str]:
+    """A prefix that runs a command without CAP_NET_ADMIN and CAP_NET_RAW: as root,
+    setpriv drops them from the bounding set; anyone else lacks them already."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is missing")
+    return [setpriv, "--bounding-set=-net_admin,-net_raw", "--inh-caps=-all"]
+
+
+def test_installed_without_privileges(env: dict[str, str], tmp_path: Path) -> None:
+    res = subprocess.run([*unprivileged(), NMBRIDGE, "-i", "packet:lo", "-i", "tap:nmbt0",
+                          "--stats-dir", str(tmp_path / "file" / "x")],
+                         capture_output=True, text=True, timeout=60, env=env, check=False)
+    line = one_error_line(res, 4)
+    assert line.startswith("nmbridge: error: permission denied: packet:lo needs CAP_NET_RAW")
+    assert "stats" not in line

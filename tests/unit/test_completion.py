@@ -81,7 +81,7 @@ def test_stats_completes_the_instance_names(sys_net: Path, stats_dir: Path,
 
 
 def test_options_complete(sys_net: Path) -> None:
-    assert complete("nmbridge bridge --no") == ["--no-zero-copy", "--no-live"]
+    assert complete("nmbridge bridge --no") == ["--no-zero-copy", "--no-live", "--no-promisc"]
     assert "--prometheus" in complete("nmbridge stats --")
 
 

@@ -194,3 +194,30 @@ def test_the_readme_says_where_pip_puts_the_files(dists: Dists) -> None:
     for path in ["bin/nmbridge", *installed]:
         assert f"`PREFIX/{path}`" in readme, path
     assert "pip install .  " in readme and "man nmbridge  " in readme
+
+
+def test_the_setup_scripts_venv_has_the_command_and_the_man_page(
+    unavailable: Callable[[str], NoReturn]
+) -> None:
+    """tools/setup.sh's editable install in .venv: the README's .venv/bin/nmbridge runs,
+    and `man nmbridge` finds the page with .venv/bin on PATH (the venv activated) and
+    with -M .venv/share/man, as the README says."""
+    venv = ROOT / ".venv"
+    if Path(sys.prefix).resolve() != venv.resolve():
+        pytest.skip("not tools/setup.sh's .venv")  # another environment: nothing to check
+    readme = (ROOT / "README.md").read_text()
+    assert "`.venv/bin/nmbridge`" in readme and "man -M .venv/share/man nmbridge" in readme
+    res = subprocess.run([str(venv / "bin" / "nmbridge"), "--version"], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    man = shutil.which("man")
+    if man is None:
+        unavailable("'man' is missing (Debian: man-db; tools/setup.sh installs it)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin"
+    env["HOME"] = str(venv)  # no ~/.manpath of the user's
+    for argv in ([man, "-w", "nmbridge"], [man, "-M", str(venv / "share" / "man"), "-w",
+                                           "nmbridge"]):
+        res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert Path(res.stdout.strip()).resolve() == (ROOT / "man" / "nmbridge.8").resolve()

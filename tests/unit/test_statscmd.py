@@ -56,6 +56,11 @@ class Instance:
                              zero_copy=True)
         struct.pack_into("<Q", self.w.map, self.w.counters_offset + HEADER["state"], 1)
 
+    def publish(self, heartbeat_ns: int) -> None:
+        """What the C loop does with each publish: the time of it, by CLOCK_MONOTONIC."""
+        struct.pack_into("<Q", self.w.map, self.w.counters_offset + HEADER["heartbeat_ns"],
+                         heartbeat_ns)
+
     def set(self, ring: int, **values: int) -> None:
         base = self.w.counters_offset + HEADER_SIZE + ring * RECORD_SIZE
         for name, value in values.items():
@@ -194,9 +199,10 @@ def test_list(capsys: pytest.CaptureFixture[str], stats_dir: Path,
     # name, pid, state, ports, uptime, frames and drops each way
     assert alpha.split()[:6] == ["alpha", str(os.getpid()), "running", "packet:veth9", "<->",
                                  "tap:nmb9"]
-    # -> : 100 frames, drops 2 (rx) + 5 (tx on the other port); <- : 30 frames, no drops
-    assert alpha.split()[-4:] == ["100", "7", "30", "0"]
-    assert beta.split()[-4:] == ["7", "0", "0", "0"]
+    # -> : 100 frames, drops 2 (rx) + 5 (tx on the other port); <- : 30 frames, no drops;
+    # no rate: these writers publish nothing between the two reads
+    assert alpha.split()[-6:] == ["100", "-", "7", "30", "-", "0"]
+    assert beta.split()[-6:] == ["7", "-", "0", "0", "-", "0"]
     header = next(line for line in lines if "instance" in line)
     for col in ("pid", "state", "ports", "uptime", "frames ->", "drops ->", "frames <-",
                 "drops <-"):
@@ -220,7 +226,9 @@ def test_filtered_frames_are_shown_apart_from_drops(capsys: pytest.CaptureFixtur
     assert header.split()[-6:] == ["drops", "<-", "filtered", "->", "filtered", "<-"]
     alpha = next(line for line in lines if line.startswith("alpha"))
     beta = next(line for line in lines if line.startswith("beta"))
-    assert alpha.split()[-6:] == ["100", "7", "30", "0", "40", "3"]  # drops unchanged
+    assert alpha.split()[-2:] == ["40", "3"]
+    assert alpha.split()[:2] == ["alpha", str(os.getpid())]
+    assert " 7 " in f" {alpha} " and " 47 " not in f" {alpha} "  # drops unchanged
     assert beta.split()[-2:] == ["0", "0"]
     status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "alpha", "--json")
     out_dir, back_dir = json.loads(out)["instances"][0]["directions"]
@@ -231,6 +239,87 @@ def test_filtered_frames_are_shown_apart_from_drops(capsys: pytest.CaptureFixtur
                 for s in fams["nmbridge_filtered"].samples}
     assert filtered == {("alpha", "packet:veth9"): 40, ("alpha", "tap:nmb9"): 3,
                         ("beta", "packet:veth9"): 0, ("beta", "tap:nmb9"): 0}
+
+
+def test_one_shot_shows_the_rate_the_bridge_published(
+        capsys: pytest.CaptureFixture[str], stats_dir: Path, instances: list[Instance],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a steady flow a one-shot read shows a true rate, never a false 0: the rate
+    between two publishes of the bridge, by its own clock (heartbeat_ns)."""
+    two_instances(stats_dir, instances)
+    alpha = instances[0]
+    alpha.publish(10_000_000_000)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the bridge publishes meanwhile: 500 frames in 0.25 s
+        slept.append(seconds)
+        frames = 100 + 500 * len(slept)
+        alpha.set(0, frames=frames, bytes=frames * 64)
+        alpha.publish(10_000_000_000 + 250_000_000 * len(slept))
+
+    monkeypatch.setattr(statscmd.time, "sleep", sleep)
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir))
+    assert (status, err, slept) == (0, "", [statscmd.RATE_GAP_S])
+    row = next(line for line in out.splitlines() if line.startswith("alpha"))
+    # -> 500 frames in 0.25 s; <- nothing moved between the publishes: a true 0
+    assert row.split()[-8:] == ["600", "2.00", "kfps", "7", "30", "0", "fps", "0"], row
+    beta = next(line for line in out.splitlines() if line.startswith("beta"))
+    assert beta.split()[-6:] == ["7", "-", "0", "0", "-", "0"]  # published nothing: no rate
+
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir), "alpha")
+    ring = next(line for line in out.splitlines() if "packet:veth9->tap:nmb9" in line)
+    assert "2.00 kfps" in ring and "1.02 Mbit/s" in ring, ring
+
+
+def test_one_shot_of_an_instance_that_publishes_nothing_shows_no_rate(
+        capsys: pytest.CaptureFixture[str], stats_dir: Path, instances: list[Instance],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    two_instances(stats_dir, instances)
+    monkeypatch.setattr(statscmd.time, "sleep", lambda s: None)
+    status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "alpha")
+    assert status == 0
+    ring = next(line for line in out.splitlines() if "packet:veth9->tap:nmb9" in line)
+    cells = [c.strip() for c in ring.split("│") if c.strip()]
+    assert cells[2:5] == ["100", "-", "-"], ring
+    assert " 0 fps" not in out and "0 bit/s" not in out
+
+
+def test_without_a_tty_the_table_is_plain_text_at_full_width(
+        capsys: pytest.CaptureFixture[str], stats_dir: Path, instances: list[Instance],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into a pipe or a file, COLUMNS=80 or not: every column, nothing cut, no escape."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(statscmd.time, "sleep", lambda s: None)
+    instances.append(Instance(stats_dir, "a-rather-long-instance-name-of-forty-chars"))
+    two_instances(stats_dir, instances)
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir))
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) > 80
+    assert "…" not in out and "\x1b" not in out
+    assert all(line == line.rstrip() for line in lines)
+    for col in ("uptime", "frames ->", "fps ->", "drops ->", "frames <-", "fps <-", "drops <-"):
+        assert col in lines[0]
+    row = next(line for line in lines if line.startswith("a-rather"))
+    assert row.split()[:3] == ["a-rather-long-instance-name-of-forty-chars", str(os.getpid()),
+                               "running"]
+    status, out, err = stats(capsys, "--stats-dir", str(stats_dir), "alpha")
+    assert "tx full" in out and "errors" in out and "packet:veth9->tap:nmb9" in out
+
+
+def test_installed_into_a_pipe_is_full_width(stats_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NMBRIDGE_STATS_DIR"}
+    env["COLUMNS"] = "40"
+    proc = child_instance(stats_dir, "child-instance-with-a-long-name")
+    try:
+        res = subprocess.run([str(NMBRIDGE), "stats", "--stats-dir", str(stats_dir)],
+                             capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        kill(proc)
+    assert (res.returncode, res.stderr) == (0, "")
+    row = next(line for line in res.stdout.splitlines() if line.startswith("child"))
+    assert row.split()[:6] == ["child-instance-with-a-long-name", str(proc.pid), "running",
+                               "packet:a", "<->", "tap:b"]
 
 
 def test_env_var_names_the_directory(capsys: pytest.CaptureFixture[str], stats_dir: Path,
@@ -250,6 +339,9 @@ def test_one_instance_rings(capsys: pytest.CaptureFixture[str], stats_dir: Path,
     assert (status, err) == (0, "")
     assert "nmbridge alpha: packet:veth9 <-> tap:nmb9" in out
     assert "[running]" in out
+    # the bridge swaps buffers, the sockets copy: never "zero-copy on" for these ports
+    assert "zero-copy inside the bridge (the kernel copies at the sockets)" in " ".join(
+        out.split())
     rows = [line for line in out.splitlines() if "rx 0" in line]
     assert len(rows) == 2
     assert "packet:veth9->tap:nmb9" in rows[0] and " 100 " in rows[0]
@@ -421,6 +513,7 @@ def test_watch_refreshes_with_rates_until_ctrl_c(
         if len(ticks) == 3:
             raise KeyboardInterrupt
         alpha.set(0, frames=100 + 1000 * len(ticks))
+        alpha.publish(500_000_000 * len(ticks))  # 1000 frames a publish 0.5 s apart
 
     monkeypatch.setattr(statscmd.time, "sleep", sleep)
     status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "--watch",
@@ -430,7 +523,7 @@ def test_watch_refreshes_with_rates_until_ctrl_c(
     assert "fps ->" in out
     assert "2,100" in out  # the last read
     alpha_rows = [line for line in out.splitlines() if line.startswith("alpha")]
-    assert alpha_rows and "fps" in alpha_rows[-1]
+    assert alpha_rows and "2.00 kfps" in alpha_rows[-1]
 
 
 def test_watch_keeps_going_when_the_instance_goes(

@@ -16,6 +16,7 @@ struct nmb_bridge {
 	struct nmb_stats_shared *shared;
 	int failed_port;
 	int failed_err;
+	uint64_t state;
 	...;
 };
 

@@ -3,6 +3,7 @@
 #define NMB_H
 
 #include "abi.h"
+#include "capture.h"
 #include "engine.h"
 #include "eport.h"
 #include "filter.h"
