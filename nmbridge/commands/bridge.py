@@ -288,15 +288,18 @@ class _StoppedEarly(BaseException):  # not caught by a handler of Exception on t
 
 
 class _Startup:
-    """While starting, SIGTERM unwinds (what was changed is undone); once the loop's
-    own handling is in place, and during the clean-up after it, it does nothing."""
+    """While starting, SIGTERM unwinds (what was changed is undone); from the hand-over
+    to the loop's own handling it is kept for that (a SIGTERM there was lost, and the
+    bridge ran on: seen under load), and during the clean-up after it, it does nothing."""
 
     starting = True
+    pending: int | None = None  # a SIGTERM that came in the hand-over
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self.starting:
             self.starting = False
             raise _StoppedEarly
+        self.pending = signum
 
 
 @contextlib.contextmanager
@@ -384,7 +387,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         try:
             bridge.attach_shared(writer.map, writer.counters_offset)
             startup.starting = False  # _forward's own handling comes at once
-            return _forward(opts, name, bridge, writer, watcher, ports, capture)
+            return _forward(opts, name, bridge, writer, watcher, ports, capture, startup)
         finally:
             bridge.detach_shared()
             writer.close()
@@ -393,7 +396,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 
 def _forward(
     opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any,
-    ports: list[Any], capture: Any = None,
+    ports: list[Any], capture: Any = None, startup: _Startup | None = None,
 ) -> Totals:
     from nmbridge.view import copy_mode
 
@@ -411,6 +414,9 @@ def _forward(
     # SIGTERM while waiting for the links (systemctl stop) stops the bridge as cleanly as
     # later: STOPPING=1, the stats file removed, exit 0 -- and no READY=1 before it
     with _StopSignals(bridge.request_stop) as stops:
+        if startup is not None and startup.pending is not None:
+            stops.received = startup.pending  # it came before these handlers: not lost
+            bridge.request_stop()
         if opts.wait_link > 0 and not watcher.all_up():
             bridge.publish_state("link-wait")  # what stats says while waiting
         watcher.wait_up(opts.wait_link, stop=lambda: stops.received is not None)

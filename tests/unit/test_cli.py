@@ -749,3 +749,18 @@ def test_installed_without_privileges(env: dict[str, str], tmp_path: Path) -> No
     line = one_error_line(res, 4)
     assert line.startswith("nmbridge: error: permission denied: packet:lo needs CAP_NET_RAW")
     assert "stats" not in line
+
+
+def test_a_sigterm_in_the_hand_over_to_the_loop_is_kept_not_lost() -> None:
+    """While starting, SIGTERM unwinds; once the start is done and before the loop's own
+    handlers are in, it is kept for them (it was swallowed there, and the bridge ran on)."""
+    import signal as sig
+
+    from nmbridge.commands import bridge as bridge_cmd
+
+    startup = bridge_cmd._Startup()
+    with pytest.raises(bridge_cmd._StoppedEarly):
+        startup.handler(sig.SIGTERM, None)
+    assert startup.pending is None
+    startup.handler(sig.SIGTERM, None)  # starting is over: kept
+    assert startup.pending == sig.SIGTERM
