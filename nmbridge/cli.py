@@ -196,6 +196,33 @@ def cli() -> None:
               help="VALE port PORT (as given with -i) carries a virtio-net header of LEN "
                    "bytes (10 or 12) in front of each frame, as QEMU's netmap backend "
                    "sets it: TSO and checksum offload pass through the switch.")
+@click.option("--filter", "filter_both", default=None, metavar="EXPR",
+              help="Only frames that match EXPR cross, both ways; the others are dropped and "
+                   "counted as filtered. EXPR is tcpdump's filter language (pcap-filter(7)), "
+                   "compiled by libpcap.")
+@click.option("--filter-in", default=None, metavar="EXPR",
+              help="As --filter, for the frames that come in by the first port (IFACE's "
+                   "wire) and go to the second; in place of --filter that way.")
+@click.option("--filter-out", default=None, metavar="EXPR",
+              help="As --filter, for the frames that go out by the first port (from the "
+                   "second: IFACE's host stack to its wire); in place of --filter that way.")
+@click.option("--pcap", "pcap", default=None, metavar="FILE",
+              help="Write every frame that crosses, both ways, to FILE in pcapng (- for "
+                   "standard output: pipe it to tshark -r - or tcpdump -r -): an interface "
+                   "per direction, nanosecond timestamps. Forwarding never waits for it: "
+                   "what the writer cannot keep up with is counted as capture_dropped.")
+@click.option("--snaplen", type=click.IntRange(0, 262144), default=None, metavar="BYTES",
+              help="--pcap: keep at most BYTES of each frame (as tcpdump -s; default and 0: "
+                   "262144).")
+@click.option("--pcap-size", type=click.IntRange(min=1), default=None, metavar="MB",
+              help="--pcap: start a new file once the current one is larger than MB "
+                   "millions of bytes, named FILE1, FILE2, ... (as tcpdump -C).")
+@click.option("--pcap-files", type=click.IntRange(min=1), default=None, metavar="N",
+              help="--pcap-size: keep a ring of N files, FILE0 to FILE<N-1>, each written "
+                   "over in turn (as tcpdump -W).")
+@click.option("--pcap-filter", default=None, metavar="EXPR",
+              help="--pcap: capture only the frames the tcpdump expression EXPR selects "
+                   "(they all cross).")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (-q: no table or log lines).")
 def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
@@ -205,7 +232,9 @@ def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
                count: int | None, name: str | None, stats_dir: str, live: bool | None,
                interval: float, metrics_listen: tuple[str, int] | None, isolate: bool,
                offloads: str, no_promisc: bool, vnet_hdr: tuple[tuple[str, int], ...],
-               verbose: int,
+               filter_both: str | None, filter_in: str | None, filter_out: str | None,
+               pcap: str | None, snaplen: int | None, pcap_size: int | None,
+               pcap_files: int | None, pcap_filter: str | None, verbose: int,
                quiet: int) -> None:
     """Bridge IFACE's wire and host stack, or the two ports given with -i.
 
@@ -216,9 +245,15 @@ def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
     """
     from nmbridge.commands.bridge import LOOP_BUDGET_MS, BridgeOptions, run_bridge
     from nmbridge.commands.bridgeargs import port_pair
+    from nmbridge.pcap import STDOUT, pcap_options
     from nmbridge.systemd import bridge_hooks
 
     _verbosity(verbose, quiet)
+    capture = pcap_options(pcap, snaplen, pcap_size, pcap_files, pcap_filter)
+    if capture is not None and capture.path == STDOUT:
+        if live:
+            raise UsageError("--live: standard output carries the capture (--pcap -)")
+        live = False
     if burst_word is not None:
         ctx = click.get_current_context()
         if ctx.get_parameter_source("burst") is not click.core.ParameterSource.DEFAULT:
@@ -233,6 +268,9 @@ def bridge_cmd(iface: str | None, ifb: str | None, burst_word: int | None,
         name=name, stats_dir=stats_dir, live=live, interval=interval,
         metrics_listen=metrics_listen, isolate=isolate, offloads=offloads, vnet_hdr=vnet_hdr,
         loopback=chosen.loopback, promisc=not no_promisc,
+        filters=(filter_in if filter_in is not None else filter_both,
+                 filter_out if filter_out is not None else filter_both),
+        pcap=capture,
         **bridge_hooks(loop_budget_s=LOOP_BUDGET_MS / 1000),  # {} unless $NOTIFY_SOCKET is set
     ))
 

@@ -83,6 +83,12 @@ OFFLOAD_FIELDS: dict[str, str] = {
     "gso_segments": "gso_segments",
     "csum_sw": "csum_sw",
 }
+#: what the capture (--pcap) did with the frames that crossed (JSON key -> field); not
+#: drops: a frame the capture could not take crossed all the same
+CAPTURE_FIELDS: dict[str, str] = {
+    "captured": "captured",
+    "capture_dropped": "capture_dropped",
+}
 #: every field that counts a frame not forwarded
 DROP_FIELDS = tuple(DROP_REASONS.values())
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nmbridge.counters import DROP_REASONS, OFFLOAD_FIELDS, RingCounters, Snapshot
+from nmbridge.counters import (
+    CAPTURE_FIELDS,
+    DROP_REASONS,
+    OFFLOAD_FIELDS,
+    RingCounters,
+    Snapshot,
+)
 from nmbridge.view import direction_label, socket_copied
 
 #: bump only for a change that can break a reader (a key removed, renamed or
@@ -42,9 +48,11 @@ def _ring_dict(snap: Snapshot, r: RingCounters) -> dict[str, Any]:
         "drops": sum(drops.values()),
         "drops_by_reason": drops,
         "tx_full": int(v.get("txfull", 0)),
+        "filtered": int(v.get("filtered", 0)),
         "syncs": int(v.get("syncs", 0)),
         "errors": int(v.get("errors", 0)),
         "offloads": {key: int(v.get(f, 0)) for key, f in OFFLOAD_FIELDS.items()},
+        **{key: int(v.get(f, 0)) for key, f in CAPTURE_FIELDS.items()},
     }
 
 
@@ -57,7 +65,7 @@ def _port_name(snap: Snapshot, index: int) -> str:
 def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
     """One entry per port: what entered on its RX rings and went to the other port.
 
-    frames/bytes/tx_full and the RX-side drops come from the port's RX rings;
+    frames/bytes/tx_full/filtered and the RX-side drops come from the port's RX rings;
     the "tx" drops and part of the errors from the other port's TX rings.
     """
     out: list[dict[str, Any]] = []
@@ -67,7 +75,8 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
         sums: dict[str, int] = {}
         for r in rx:
             for key in ("frames", "bytes", "txfull", "errors", "drop_oversize", "drop_chain",
-                        "drop_rx", "drop_header", "drop_gso", "gso_frames"):
+                        "drop_rx", "drop_header", "drop_gso", "gso_frames", "filtered",
+                        *CAPTURE_FIELDS.values()):
                 sums[key] = sums.get(key, 0) + int(r.values.get(key, 0))
         for r in tx:
             for key in ("drop_tx", "errors", "gso_segments", "csum_sw"):
@@ -84,8 +93,10 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
                 "drops": sum(drops.values()),
                 "drops_by_reason": drops,
                 "tx_full": sums.get("txfull", 0),
+                "filtered": sums.get("filtered", 0),
                 "errors": sums.get("errors", 0),
                 "offloads": {key: sums.get(f, 0) for key, f in OFFLOAD_FIELDS.items()},
+                **{key: sums.get(f, 0) for key, f in CAPTURE_FIELDS.items()},
             }
         )
     return out
@@ -180,6 +191,14 @@ _RING_COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "gso_segments", ("tx",)),
     ("nmbridge_csum_sw_total", "Checksums finished in software for frames on this TX ring.",
      "csum_sw", ("tx",)),
+    ("nmbridge_filtered_total", "Frames from this RX ring that the filter did not let cross "
+     "(not counted in nmbridge_drops_total).", "filtered", ("rx",)),
+    ("nmbridge_captured_total",
+     "Frames from this RX ring that crossed and were copied for the capture (--pcap).",
+     "captured", ("rx",)),
+    ("nmbridge_capture_dropped_total",
+     "Frames from this RX ring that crossed but the capture could not take (its ring full, "
+     "or its writer stopped).", "capture_dropped", ("rx",)),
 )
 # which drop reasons each ring direction counts
 _DROP_REASONS_BY_DIRECTION = {"rx": ("oversize", "chain", "rx", "header", "gso"), "tx": ("tx",)}

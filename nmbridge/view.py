@@ -30,6 +30,9 @@ class Row:
     drops: int
     txfull: int
     errors: int
+    filtered: int = 0  # refused by the filter: not a drop
+    captured: int = 0
+    capture_dropped: int = 0
 
 
 def direction_label(snap: Snapshot, port: int) -> str:
@@ -101,6 +104,9 @@ def rows(snap: Snapshot, prev: Snapshot | None) -> list[Row]:
                 drops=_drops(v) + (tx_drop if r.ring == first_rx else 0),
                 txfull=v.get("txfull", 0),
                 errors=v.get("errors", 0),
+                filtered=v.get("filtered", 0),
+                captured=v.get("captured", 0),
+                capture_dropped=v.get("capture_dropped", 0),
             )
         )
     return out
@@ -162,8 +168,10 @@ def human_duration(seconds: float) -> str:
 #: they go when the table does not fit the terminal; direction and frames always stay
 BRIDGE_COLUMNS = (("direction", "left"), ("ring", "left"), ("frames", "right"),
                   ("frames/s", "right"), ("bits/s", "right"), ("drops", "right"),
-                  ("tx full", "right"), ("errors", "right"))
-BRIDGE_DROP_ORDER = ("tx full", "errors", "bits/s", "ring", "drops", "frames/s")
+                  ("filtered", "right"), ("tx full", "right"), ("errors", "right"),
+                  ("captured", "right"), ("capture drops", "right"))
+BRIDGE_DROP_ORDER = ("tx full", "errors", "capture drops", "captured", "bits/s", "ring",
+                     "filtered", "drops", "frames/s")
 
 
 def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float,
@@ -179,9 +187,16 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float,
         f"[{snap.state}]"
     )
     all_rows = rows(snap, prev)
+    # the capture's columns only while a capture (--pcap) counts something
+    capturing = any(r.captured or r.capture_dropped for r in all_rows)
+    columns = [c for c, _ in BRIDGE_COLUMNS]
+    if not capturing:
+        columns = columns[:-2]
     body = [
         [row.direction, row.ring, f"{row.frames:,}", rate_text(row.fps, "fps"),
-         rate_text(row.bps, "bit/s"), f"{row.drops:,}", f"{row.txfull:,}", f"{row.errors:,}"]
+         rate_text(row.bps, "bit/s"), f"{row.drops:,}", f"{row.filtered:,}",
+         f"{row.txfull:,}", f"{row.errors:,}", f"{row.captured:,}",
+         f"{row.capture_dropped:,}"]
         for row in all_rows
     ]
     total = None
@@ -193,8 +208,11 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float,
             rate_text(_sum_rates([r.fps for r in all_rows]), "fps"),
             rate_text(_sum_rates([r.bps for r in all_rows]), "bit/s"),
             f"{sum(r.drops for r in all_rows):,}",
+            f"{sum(r.filtered for r in all_rows):,}",
             f"{sum(r.txfull for r in all_rows):,}",
             f"{sum(r.errors for r in all_rows):,}",
+            f"{sum(r.captured for r in all_rows):,}",
+            f"{sum(r.capture_dropped for r in all_rows):,}",
         ]
 
     def make(keep: list[int], wrap: int) -> Table:
@@ -213,7 +231,7 @@ def bridge_table(snap: Snapshot, prev: Snapshot | None, uptime_s: float,
             _add_text_row(table, *(total[i] for i in keep))
         return table
 
-    return _fitting(make, [c for c, _ in BRIDGE_COLUMNS], BRIDGE_DROP_ORDER, width)
+    return _fitting(make, columns, [c for c in BRIDGE_DROP_ORDER if c in columns], width)
 
 
 def _fitting(make: Callable[[list[int], int], Table], names: Sequence[str],
@@ -246,7 +264,7 @@ def _natural_width(table: Table) -> int:
 
 def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
     """A compact line per interval for logs; None when nothing moved (idle is quiet)."""
-    moved = ("frames", "bytes", *DROP_FIELDS, "errors")
+    moved = ("frames", "bytes", *DROP_FIELDS, "errors", "filtered")
     if prev is None:
         if not any(r.values.get(k) for r in snap.rings for k in moved):
             return None
@@ -259,11 +277,12 @@ def log_line(snap: Snapshot, prev: Snapshot | None) -> str | None:
         by_dir.setdefault(row.direction, []).append(row)
     parts = []
     for direction, rs in by_dir.items():
+        filtered = sum(r.filtered for r in rs)
         parts.append(
             f"{direction} {sum(r.frames for r in rs)} frames "
             f"{rate_text(_sum_rates([r.fps for r in rs]), 'fps')} "
             f"{rate_text(_sum_rates([r.bps for r in rs]), 'bit/s')} "
-            f"drops {sum(r.drops for r in rs)}"
+            f"drops {sum(r.drops for r in rs)}" + (f" filtered {filtered}" if filtered else "")
         )
     return "; ".join(parts)
 
@@ -283,6 +302,8 @@ class Summary:
     back_drops: int
     out_fps: float | None  # None without a previous read to compare with
     back_fps: float | None
+    out_filtered: int = 0  # refused by a filter: not drops
+    back_filtered: int = 0
 
 
 def _direction_sums(snap: Snapshot, port: int) -> tuple[int, int]:
@@ -302,11 +323,20 @@ def direction_totals(snap: Snapshot) -> dict[str, dict[str, int]]:
 
 def totals_phrase(directions: dict[str, dict[str, int]]) -> str:
     """'wire->host 5 frames 420 bytes 0 dropped; host->wire ...': the totals line of a
-    stop, and of systemd's STATUS=."""
+    stop, and of systemd's STATUS=; '..., 3 filtered' where a filter refused frames."""
     return "; ".join(
         f"{label} {v.get('frames', 0)} frames {v.get('bytes', 0)} bytes {dropped(v)} dropped"
+        + (f", {v['filtered']} filtered" if v.get("filtered") else "")
+        + _capture_phrase(v)
         for label, v in directions.items()
     )
+
+
+def _capture_phrase(v: dict[str, int]) -> str:
+    """', 5 captured, 0 capture_dropped' while a capture saw the direction, else ''."""
+    if not v.get("captured") and not v.get("capture_dropped"):
+        return ""
+    return f", {v.get('captured', 0)} captured, {v.get('capture_dropped', 0)} capture_dropped"
 
 
 def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
@@ -332,15 +362,18 @@ def summary(snap: Snapshot, prev: Snapshot | None, now_ns: int) -> Summary:
         back_drops=back_d,
         out_fps=out_fps,
         back_fps=back_fps,
+        out_filtered=snap.totals(0).get("filtered", 0) if snap.ports else 0,
+        back_filtered=snap.totals(1).get("filtered", 0) if len(snap.ports) > 1 else 0,
     )
 
 
 #: `nmbridge stats`: the columns, and the order in which they go when the table does
 #: not fit the terminal; instance, pid, state and ports always stay (ports may wrap)
 INSTANCE_COLUMNS = ("instance", "pid", "state", "ports", "uptime", "frames ->", "fps ->",
-                    "drops ->", "frames <-", "fps <-", "drops <-")
-INSTANCE_DROP_ORDER = ("uptime", "fps <-", "fps ->", "drops <-", "drops ->", "frames <-",
-                       "frames ->")
+                    "drops ->", "frames <-", "fps <-", "drops <-", "filtered ->",
+                    "filtered <-")
+INSTANCE_DROP_ORDER = ("uptime", "fps <-", "fps ->", "filtered <-", "filtered ->",
+                       "drops <-", "drops ->", "frames <-", "frames ->")
 
 
 def instances_table(
@@ -349,14 +382,20 @@ def instances_table(
 ) -> Table:
     """`nmbridge stats`: a row per instance; rate columns when prevs is given.
 
-    "->" is from the first port listed to the second, "<-" the reverse. width: the
+    "->" is from the first port listed to the second, "<-" the reverse. The filtered
+    columns come last, when an instance's filter refused frames. width: the
     terminal's; columns go (INSTANCE_DROP_ORDER) until the table fits, and the instance,
     pid and state are never cut (they fold). None (not a terminal): full width.
     """
-    names = [c for c in INSTANCE_COLUMNS if prevs is not None or not c.startswith("fps")]
+    sums = [summary(snap, (prevs or {}).get(snap.instance), now_ns)
+            for snap in sorted(snaps, key=lambda s: s.instance)]
+    # the filtered columns only when an instance's filter refused frames
+    filtering = any(s.out_filtered or s.back_filtered for s in sums)
+    names = [c for c in INSTANCE_COLUMNS
+             if (prevs is not None or not c.startswith("fps"))
+             and (filtering or not c.startswith("filtered"))]
     body = []
-    for snap in sorted(snaps, key=lambda s: s.instance):
-        s = summary(snap, (prevs or {}).get(snap.instance), now_ns)
+    for s in sums:
         cells = {
             "instance": s.instance,
             "pid": str(s.pid),
@@ -369,6 +408,8 @@ def instances_table(
             "frames <-": f"{s.back_frames:,}",
             "fps <-": rate_text(s.back_fps, "fps"),
             "drops <-": f"{s.back_drops:,}",
+            "filtered ->": f"{s.out_filtered:,}",
+            "filtered <-": f"{s.back_filtered:,}",
         }
         body.append([cells[c] for c in names])
 

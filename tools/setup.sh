@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 # systemd-analyze to verify the unit, ethtool to turn a veth's offloads on and
 # off (the offload tests, the kernel's own segmentation in
 # tests/integration/test_gso_reference.py, benchmarks/tcp.py), iperf3 for
-# benchmarks/tcp.py.
+# benchmarks/tcp.py; libpcap (libpcap0.8, the library alone: nmbridge loads it at
+# run time for --filter) and tcpdump, the reference the filter tests compare with;
+# tcpdump and tshark read back what --pcap wrote (tests/integration/test_pcap.py;
+# tshark's wireshark-common asks whether non-root users may capture: the
+# non-interactive install answers no).
 need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
@@ -20,6 +24,9 @@ command -v groff >/dev/null || need_pkgs+=(groff-base)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+command -v tshark >/dev/null || need_pkgs+=(tshark)
+ldconfig -p 2>/dev/null | grep -q 'libpcap\.so\.0\.8' || need_pkgs+=(libpcap0.8)
 if ((${#need_pkgs[@]})); then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         echo "setup: installing Debian packages: ${need_pkgs[*]}"

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 #: the cdef headers, in the order cffi must read them (each may use the ones before)
 CDEF_ORDER = ("abi.h", "stats.h", "region.h", "offload.h", "engine.h", "port.h", "loop.h", "nic.h",
-              "isolate.h")
+              "isolate.h", "filter.h", "capture.h")
 
 #: the C sources, one topic per file
 SOURCES = (
@@ -34,6 +34,8 @@ SOURCES = (
     "loop.c",
     "nic.c",
     "isolate.c",
+    "filter.c",
+    "capture.c",
 )
 
 

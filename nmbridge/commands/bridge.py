@@ -29,6 +29,8 @@ from nmbridge.counters import (
     stats_path,
 )
 from nmbridge.errors import NoSuchPort, UsageError
+from nmbridge.pcap import PcapOptions
+from nmbridge.pcapfilter import Program
 from nmbridge.portspec import (
     NIC_KINDS,
     NIC_RING_KINDS,
@@ -70,6 +72,9 @@ class BridgeOptions:
     vnet_hdr: tuple[tuple[str, int], ...] = ()  # (VALE port as given, header length)
     loopback: bool = False  # ports[0] == ports[1]: one port looped back on itself (-L)
     promisc: bool = True  # NICs that take frames for others held promiscuous (--no-promisc)
+    pcap: PcapOptions | None = None  # --pcap: a copy of what crosses, in pcapng
+    # tcpdump expressions for the frames from port 0 and from port 1 (None: all cross)
+    filters: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass
@@ -144,6 +149,22 @@ def _port_meta(spec: PortSpec, role: str | None, kind: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def _capturing(opts: PcapOptions | None, specs: list[PortSpec]) -> Iterator[Any]:
+    """The capture, running from before the ports open (a file that cannot be written
+    stops the start) until after the bridge's last flush."""
+    if opts is None:
+        yield None
+        return
+    from nmbridge.pcap import CaptureWatch, open_capture
+
+    watch = CaptureWatch(open_capture(opts, (specs[0].text, specs[1].text)), opts)
+    try:
+        yield watch
+    finally:
+        watch.close()
+
+
+@contextlib.contextmanager
 def _opened(specs: list[PortSpec]) -> Iterator[list[Any]]:
     from nmbridge import ports as bridge_ports
 
@@ -174,6 +195,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     if opts.isolate and not any(s.kind == "packet" for s in specs):
         raise UsageError("--isolate applies to packet: ports (netmap ports are isolated by "
                          "netmap itself)")
+    programs = compile_filters(opts.filters)
     from nmbridge import engine, nic, privileges
 
     for spec in specs:
@@ -191,7 +213,7 @@ def run_bridge(opts: BridgeOptions) -> Totals:
     # without unwinding, and the offloads would stay off)
     with _early_sigterm() as startup:
         try:
-            return _start(opts, specs, name, startup)
+            return _start(opts, specs, name, startup, programs)
         except _StoppedEarly:
             terminal.info("nmbridge: stopped (signal) before forwarding")
             return Totals(name, 0.0, 0, {}, "signal")
@@ -205,6 +227,38 @@ def check_loopback(spec: PortSpec) -> None:
         raise UsageError(f"-L {spec.text}: loopback needs a netmap port (netmap:IFACE, "
                          "vale, pipe); an emulated port's two sockets would each take every "
                          "frame and send it back twice")
+
+
+def compile_filters(filters: tuple[str | None, str | None]) -> list[Program | None]:
+    """Each direction's expression compiled by libpcap (a bad one, or no libpcap, is a
+    usage error that names the option); the same expression is compiled once."""
+    from nmbridge.pcapfilter import FilterSyntax, compile_filter
+
+    out: list[Program | None] = []
+    for i, expr in enumerate(filters):
+        if expr is None:
+            out.append(None)
+        elif i == 1 and expr == filters[0]:
+            out.append(out[0])
+        else:
+            option = "--filter" if filters[0] == filters[1] else \
+                ("--filter-in", "--filter-out")[i]
+            try:
+                out.append(compile_filter(expr))
+            except FilterSyntax as exc:
+                raise FilterSyntax(f"{option} {exc.message}") from None
+    return out
+
+
+def filter_note(labels: tuple[str, str], programs: list[Program | None]) -> str | None:
+    """The line that says the filters once, or None without any."""
+    if programs[0] is None and programs[1] is None:
+        return None
+    tail = ": frames that do not match are dropped, counted as filtered"
+    if programs[0] is not None and programs[0] == programs[1]:
+        return f"filter '{programs[0].expression}' both ways{tail}"
+    ways = [f"{label} '{p.expression}'" for label, p in zip(labels, programs) if p is not None]
+    return f"filter {', '.join(ways)}{tail}"
 
 
 def with_vnet_hdr(specs: list[PortSpec], asked: tuple[tuple[str, int], ...]) -> list[PortSpec]:
@@ -254,14 +308,16 @@ def _early_sigterm() -> Iterator[_Startup]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Startup) -> Totals:
+def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Startup,
+           programs: list[Program | None]) -> Totals:
     from nmbridge import engine, nic
     from nmbridge.commands.stats import serving_metrics
 
     nics = list(dict.fromkeys(s.ifname for s in specs if not s.emulated and s.kind in NIC_KINDS))
     from nmbridge.promisc import Promiscuous, needs_promisc
 
-    with nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
+    with _capturing(opts.pcap, specs) as capture, \
+            nic.NicOffloads(nics if opts.offloads == "off" else [], opts.stats_dir) as offloads, \
             serving_metrics(opts.metrics_listen, stats_path(opts.stats_dir, name)) as serve, \
             Promiscuous(needs_promisc(specs) if opts.promisc else []) as promisc, \
             _opened(specs) as ports:
@@ -296,6 +352,16 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         )
         for line in bridge.offload_notes():
             terminal.info(line)
+        if capture is not None:
+            bridge.set_capture(capture.capture)
+        for i, program in enumerate(programs):
+            if program is not None:
+                bridge.set_filter(i, engine.filter.Filter(program.insns))
+        labels = (f"{opts.roles[0]}->{opts.roles[1]}", f"{opts.roles[1]}->{opts.roles[0]}") \
+            if opts.roles else (f"{specs[0].text}->{specs[1].text}",
+                                f"{specs[1].text}->{specs[0].text}")
+        if (note := filter_note(labels, programs)) is not None:
+            terminal.info(note)
         roles = opts.roles or (None, None)
         writer = StatsWriter(
             opts.stats_dir,
@@ -314,7 +380,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         try:
             bridge.attach_shared(writer.map, writer.counters_offset)
             startup.starting = False  # _forward's own handling comes at once
-            return _forward(opts, name, bridge, writer, watcher, ports)
+            return _forward(opts, name, bridge, writer, watcher, ports, capture)
         finally:
             bridge.detach_shared()
             writer.close()
@@ -322,7 +388,8 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 
 
 def _forward(
-    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any, ports: list[Any]
+    opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any,
+    ports: list[Any], capture: Any = None,
 ) -> Totals:
     from nmbridge.view import copy_mode
 
@@ -362,6 +429,8 @@ def _forward(
                 watcher.poll()
                 res = bridge.run(LOOP_BUDGET_MS)
                 errors.check()
+                if capture is not None:
+                    capture.check()
                 if not ready_sent:
                     ready_sent = True
                     if opts.on_ready:

@@ -10,6 +10,7 @@ from typing import Any
 from nmbridge import tunables
 from nmbridge.engine import stats
 from nmbridge.engine._core import ffi, lib
+from nmbridge.engine.filter import Filter, match_function
 from nmbridge.engine.ports import Port, RingInfo
 from nmbridge.errors import PortFailed, UsageError
 
@@ -68,6 +69,7 @@ class Bridge:
         self._c.poll_timeout_ms = poll_timeout_ms
         self._c.count_limit = count
         self._shared_keep: Any = None
+        self._filters: list[Filter | None] = [None, None]  # alive as long as the bridge
 
     @property
     def zero_copy(self) -> bool:
@@ -98,6 +100,17 @@ class Bridge:
             notes.append(f"{src.spec.text} -> {dst.spec.text}: what {dst.spec.text} does not "
                          f"take ({', '.join(missing)}) is done in software")
         return notes
+
+    def set_filter(self, from_port: int, flt: Filter | None) -> None:
+        """Before the first run: only the frames from port from_port (0 or 1) that flt
+        lets through cross; the others are counted as filtered. None: all cross."""
+        if from_port not in (0, 1):
+            raise ValueError(f"from_port is 0 or 1, not {from_port}")
+        self._filters[from_port] = flt
+        if flt is None:
+            lib.nmb_bridge_set_filter(self._c, from_port, ffi.NULL, ffi.NULL)
+        else:
+            lib.nmb_bridge_set_filter(self._c, from_port, match_function(), flt.c)
 
     def rings(self) -> list[RingInfo]:
         """The rings in the order of the stats records."""
@@ -137,6 +150,12 @@ class Bridge:
                 raise PortFailed(f"{port.spec.text}: the interface went away")
             raise PortFailed(f"{port.spec.text}: {os.strerror(err)}")
         return RunResult(RUN_REASONS[rc], self.forwarded)
+
+    def set_capture(self, capture: Any) -> None:
+        """Hand a copy of every frame that crosses, both ways, to capture (an
+        engine.capture.Capture, closed only after the bridge's last flush)."""
+        self._capture = capture
+        lib.nmb_bridge_set_capture(self._c, capture.hook(), capture.c)
 
     def request_stop(self) -> None:
         lib.nmb_bridge_request_stop(self._c)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nmbridge import sysfs
 from nmbridge.engine._core import check, constant, ffi, lib
 from nmbridge.errors import (
     KernelRefused,
@@ -394,6 +395,9 @@ def _open_kernel(spec: PortSpec, regions: dict[int, _KernelRegion]) -> Port:
     if spec.ifname and spec.kind in NIC_KINDS:
         with contextlib.suppress(OSError):  # the loop tells a NIC that went away by it
             cport.ifindex = socket.if_nametoindex(spec.ifname)
+        mtu = sysfs.read_int(spec.ifname, "mtu")
+        if mtu:  # segments of a super-frame longer than this are dropped, not sent
+            cport.max_frame = sysfs.max_frame(spec.ifname)
     if headerless:
         _discard_headerless(cport)
     return port

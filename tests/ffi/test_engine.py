@@ -569,27 +569,27 @@ def test_tx_short_says_a_chain_waits_on_a_ring_with_some_room(bridge) -> None:
     """The loop forces a TX reclaim (NIOCTXSYNC) on this alone: a native NIC's poll()
     reclaims only once no TX slot is free, and POLLOUT comes at once while one is."""
     b = bridge(2, 2)
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 0  # nothing waits
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2, ffi.NULL) == 0  # nothing waits
     b.tx[1].place(0, tail=2)  # room for 2 slots
     b.rx[1].deliver(tagged(1, 0), tagged(1, 1))
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 0  # they fit
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2, ffi.NULL) == 0  # they fit
     assert b.forward(burst=8) == 2
     b.rx[1].deliver([tagged(1, 2)] * 3)
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 0  # no room at all: poll() reclaims
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2, ffi.NULL) == 0  # no room at all: poll() reclaims
     b.tx[1].place(2, tail=4)
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 1  # 3 slots for 2 free
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2, ffi.NULL) == 1  # 3 slots for 2 free
     assert b.forward(burst=8) == 0
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 1
-    assert lib.nmb_tx_short(b._rx, 1, b._tx, 2) == 0  # RX ring 0 has nothing
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 0) == 0
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2, ffi.NULL) == 1
+    assert lib.nmb_tx_short(b._rx, 1, b._tx, 2, ffi.NULL) == 0  # RX ring 0 has nothing
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 0, ffi.NULL) == 0
     # its own TX ring full, the next one with some room: the engine would spill there,
     # and poll() would reclaim neither (it stops at the ring with room)
     b.tx[1].place(4, tail=4)
     b.tx[0].place(0, tail=2)
-    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2) == 1
+    assert lib.nmb_tx_short(b._rx, 2, b._tx, 2, ffi.NULL) == 1
     assert b.forward(burst=8) == 0
     # a chain without its last slot waits for an rxsync (POLLIN), not for TX room
     b.tx[0].place(0, tail=1)
     b.rx[0].deliver_slots([(b"x", 1, True)] * 2)
     assert b.forward(burst=8) == 0
-    assert lib.nmb_tx_short(b._rx, 1, b._tx, 2) == 0
+    assert lib.nmb_tx_short(b._rx, 1, b._tx, 2, ffi.NULL) == 0

@@ -115,7 +115,7 @@ class Out:
 
 def run_segment(region: object, vh: VnetHdr, frame: bytes, *, hdr_len: int = 0,
                 head: int = 0, room: int | None = None,
-                sizes: list[int] | None = None) -> Out:
+                sizes: list[int] | None = None, max_len: int = 0) -> Out:
     """nmb_gso_segment into the TX ring of region (port 0), every buffer and slot of
     which is checked afterwards: written only where the returned slots say."""
     ring = region.tx(0)  # type: ignore[attr-defined]
@@ -133,6 +133,7 @@ def run_segment(region: object, vh: VnetHdr, frame: bytes, *, hdr_len: int = 0,
     out.room = ring.space() if room is None else room
     out.hdr_len = hdr_len
     out.bytes = 1000
+    out.max_len = max_len
     need = ffi.new("uint32_t *", 0xDEAD)
     rc = int(lib.nmb_gso_segment(vnet(vh), src.f, out, need))
     assert src.contents() == src.before, "the segmenter wrote to its input"
@@ -331,6 +332,18 @@ def test_a_segment_longer_than_a_chain_may_be_is_refused(make_region: object) ->
     b = super_frame("udp4", payload_of(64 * 64 - 41), 64 * 64 - 41)  # 65 slots
     got = run_segment(reg, b.vh, b.frame)
     assert got.rc == -1 and got.frames == []
+
+
+def test_segments_longer_than_the_tx_side_sends_are_refused(region: object) -> None:
+    """A gso_size past the MTU of the port the segments go to (its max frame: MTU + 18):
+    the NIC would not send them, as the kernel forwarding them would not."""
+    b = super_frame("tcp4", payload_of(12000), 4000)  # segments of 66 + 4000 bytes
+    got = run_segment(region, b.vh, b.frame, max_len=1518)
+    assert got.rc == -1 and got.frames == []
+    assert run_segment(region, b.vh, b.frame, max_len=66 + 4000).rc == 3
+    assert run_segment(region, b.vh, b.frame, max_len=0).rc == 3  # no limit known
+    whole = super_frame("tcp4", payload_of(1600), 4000)  # one segment: the frame whole
+    assert run_segment(region, whole.vh, whole.frame, max_len=1518).rc == -1
 
 
 def test_more_slots_than_the_ring_ever_has_is_refused(make_region: object) -> None:

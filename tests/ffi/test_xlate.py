@@ -151,6 +151,27 @@ def test_a_frame_without_room_on_the_tx_ring_waits_whole(pair) -> None:
     assert b"".join(s.data for s in p.tx.transmit()[0]) == bytes(1000)
 
 
+def test_a_super_frame_waits_for_the_slots_of_its_segments_and_says_so(pair) -> None:
+    """Review of issue 15: a USO super-frame of 4 RX slots makes 16 segments. With 8 TX
+    slots free it waits, and nmb_tx_short must say the TX ring is short (the loop then
+    forces a reclaim, which a native NIC's poll() never does while a slot is free):
+    counting the chain's 4 slots, it did not, and the bridge stalled for good."""
+    p = pair(HDR, 0, num_slots=64)
+    frame = udp4(bytes(range(250)) * 32, partial=True)  # 8000 bytes of payload
+    whole = vnet(NEEDS_CSUM, gso_type=5, gso_size=500, csum_start=34, csum_offset=6) + frame
+    p.rx.deliver([whole[k:k + 2048] for k in range(0, len(whole), 2048)])
+    p.tx.place(0, tail=8)
+    assert p.move() == 0 and p.rxs.txfull == 1
+    rx, tx = ffi.new("struct netmap_ring *[1]", [p.rx.ptr]), ffi.new(
+        "struct netmap_ring *[1]", [p.tx.ptr])
+    assert lib.nmb_tx_short(rx, 1, tx, 1, ffi.NULL) == 0  # the chain alone: 4 slots fit 8
+    assert lib.nmb_tx_short(rx, 1, tx, 1, p.rx.engine_state) == 1
+    p.tx.ptr.tail = 63  # the reclaim the loop forces
+    assert p.move() == 1
+    assert p.txs.gso_segments == 16 and all(udp_ok(f) for f in p.sent())
+    assert lib.nmb_tx_short(rx, 1, tx, 1, p.rx.engine_state) == 0  # nothing waits
+
+
 @pytest.mark.parametrize("head", [
     vnet(gso_type=77),  # a type nobody defined
     vnet(flags=0x80),  # a flag nobody defined

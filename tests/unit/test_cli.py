@@ -23,7 +23,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from nmbridge import __version__, cli, terminal
+from nmbridge import __version__, cli, pcapfilter, terminal
+from nmbridge.commands.bridge import compile_filters, filter_note
 from nmbridge.errors import EXIT_STATUSES
 
 NMBRIDGE = str(Path(sys.executable).parent / "nmbridge")
@@ -633,3 +634,102 @@ def test_installed_without_privileges(env: dict[str, str], tmp_path: Path) -> No
     line = one_error_line(res, 4)
     assert line.startswith("nmbridge: error: permission denied: packet:lo needs CAP_NET_RAW")
     assert "stats" not in line
+
+
+# ---------------------------------------------------------------- filters
+
+needs_libpcap = pytest.mark.skipif(not pcapfilter.available(),
+                                   reason="needs libpcap (Debian libpcap0.8)")
+
+
+@needs_libpcap
+@pytest.mark.parametrize("option", ["--filter", "--filter-in", "--filter-out"])
+def test_a_bad_filter_is_a_usage_error_with_libpcaps_message(option: str) -> None:
+    assert error_line(nmbridge(*VALE_PAIR, option, "udp prot 9"), USAGE) == (
+        f"{option} 'udp prot 9': can't parse filter expression: syntax error")
+    msg = error_line(nmbridge("eth0", option, "ip broadcast"), USAGE)
+    assert msg == f"{option} 'ip broadcast': netmask not known, so 'ip broadcast' not supported"
+
+
+@needs_libpcap
+def test_valid_filters_get_as_far_as_the_netmap_device() -> None:
+    msg = error_line(nmbridge(*VALE_PAIR, "--filter", "udp port 9", "--filter-out", "arp"),
+                     NO_NETMAP)
+    assert "/dev/netmap does not exist" in msg
+
+
+def test_without_libpcap_a_filter_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pcapfilter, "LIBRARY_NAMES", ("libpcap-not-here.so.0.8",))
+    monkeypatch.setattr(pcapfilter.ctypes.util, "find_library", lambda _name: None)
+    pcapfilter._libpcap.cache_clear()
+    try:
+        assert error_line(nmbridge(*VALE_PAIR, "--filter", "udp"), USAGE) == (
+            "libpcap is not installed (Debian package libpcap0.8): cannot load "
+            "libpcap-not-here.so.0.8")
+        # and nothing else needs it
+        assert "/dev/netmap" in error_line(nmbridge(*VALE_PAIR), NO_NETMAP)
+    finally:
+        pcapfilter._libpcap.cache_clear()
+
+
+@needs_libpcap
+def test_the_filters_are_said_once_per_direction() -> None:
+    labels = ("wire->host", "host->wire")
+    udp = pcapfilter.compile_filter("udp")
+    arp = pcapfilter.compile_filter("arp")
+    tail = ": frames that do not match are dropped, counted as filtered"
+    assert filter_note(labels, [None, None]) is None
+    assert filter_note(labels, compile_filters(("udp", "udp"))) == f"filter 'udp' both ways{tail}"
+    assert filter_note(labels, [udp, arp]) == \
+        f"filter wire->host 'udp', host->wire 'arp'{tail}"
+    assert filter_note(labels, [None, arp]) == f"filter host->wire 'arp'{tail}"
+    programs = compile_filters(("udp", "udp"))
+    assert programs[0] is programs[1]  # compiled once
+
+
+# ---------------------------------------------------------------- --pcap
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--snaplen", "100"], "--snaplen applies to a capture: give --pcap FILE too"),
+    (["--pcap-size", "1"], "--pcap-size applies to a capture: give --pcap FILE too"),
+    (["--pcap-filter", "udp"], "--pcap-filter applies to a capture: give --pcap FILE too"),
+    (["--pcap", "c.pcapng", "--pcap-files", "3"], "--pcap-files N needs --pcap-size MB"),
+    (["--pcap", "-", "--pcap-size", "1"], "--pcap-size: standard output cannot be rotated"),
+    (["--pcap", "-", "--live"], "--live: standard output carries the capture (--pcap -)"),
+    (["--pcap", ""], "--pcap: give a file name, or - for standard output"),
+])
+def test_capture_options_that_cannot_go_together(args: list[str], says: str) -> None:
+    assert error_line(nmbridge("-i", "packet:v0", "-i", "tap:t0", *args), USAGE).startswith(
+        says)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--snaplen", "-1"), ("--snaplen", "262145"), ("--pcap-size", "0"), ("--pcap-files", "0"),
+])
+def test_bad_capture_values(option: str, value: str) -> None:
+    msg = error_line(nmbridge("nmbnosuch0", "--pcap", "x", option, value), USAGE)
+    assert msg.startswith(f"Invalid value for '{option}': ")
+
+
+def test_a_capture_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "such" / "dir" / "c.pcapng"
+    # tap: ports: no interface to look for first; the file fails before they are made
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where)), USAGE)
+    assert msg == f"--pcap {where}: cannot write {where}: No such file or directory"
+
+
+def test_a_ring_of_capture_files_starts_with_file0(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "c"
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where),
+                              "--pcap-size", "1", "--pcap-files", "10"), USAGE)
+    assert msg.endswith(f"cannot write {where}0: No such file or directory")
+
+
+@needs_libpcap
+def test_a_bad_capture_filter_is_a_usage_error_before_the_file_is_made(tmp_path: Path) -> None:
+    where = tmp_path / "c.pcapng"
+    msg = error_line(nmbridge("-i", "tap:t0", "-i", "tap:t1", "--pcap", str(where),
+                              "--pcap-filter", "udp prot 9"), USAGE)
+    assert msg == "--pcap-filter 'udp prot 9': can't parse filter expression: syntax error"
+    assert not where.exists()

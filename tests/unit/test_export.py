@@ -7,6 +7,7 @@ prometheus_client's own parser, the reference a scraper would agree with.
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -26,7 +27,7 @@ NOW_NS = 1_800_000_100_000_000_000
 STARTED_NS = 1_800_000_000_500_000_000
 
 FIELDS = ("frames", "bytes", "drop_oversize", "drop_chain", "drop_rx", "drop_tx", "txfull",
-          "syncs", "errors")
+          "syncs", "errors", "captured", "capture_dropped")
 
 
 def values(**kw: int) -> dict[str, int]:
@@ -69,7 +70,8 @@ INSTANCE = {"name": str, "pid": int, "live": bool, "state": str, "start_time": f
 PORT = {"index": int, "name": str, "kind": (str, type(None)), "backend": (str, type(None)),
         "role": (str, type(None))}
 COUNTS = {"frames": int, "bytes": int, "drops": int, "drops_by_reason": dict, "tx_full": int,
-          "errors": int, "offloads": dict}
+          "filtered": int, "errors": int, "offloads": dict, "captured": int,
+          "capture_dropped": int}
 DIRECTION = {"label": str, "from_port": int, "to_port": (int, type(None)), **COUNTS}
 RING = {"port": int, "port_name": str, "direction": str, "ring": int, "host": bool,
         "syncs": int, **COUNTS}
@@ -143,6 +145,50 @@ def test_offload_counters_of_a_direction_come_from_both_ports() -> None:
     assert 'reason="header"} 1' in text
 
 
+def test_filtered_frames_are_counted_apart_from_drops() -> None:
+    """A direction's filtered frames are its RX rings' (never a drop); Prometheus has them
+    per RX ring."""
+    rings = [
+        RingCounters(0, "rx", 0, False, {**values(frames=3, drop_rx=1), "filtered": 5}),
+        RingCounters(0, "rx", 1, False, {**values(frames=1), "filtered": 2}),
+        RingCounters(0, "tx", 0, False, values()),
+        RingCounters(1, "rx", 0, False, values(frames=4)),
+        RingCounters(1, "tx", 0, False, values(frames=4)),
+    ]
+    doc = instance_dict(snapshot(rings=rings), NOW_NS)
+    first, second = doc["directions"]
+    assert (first["frames"], first["filtered"], first["drops"]) == (4, 7, 1)
+    assert (second["filtered"], second["drops"]) == (0, 0)
+    assert [r["filtered"] for r in doc["rings"]] == [5, 2, 0, 0, 0]
+    filtered = {(lb["port"], lb["ring"], lb["direction"]): v
+                for lb, v in samples(prometheus_text([snapshot(rings=rings)]),
+                                     "nmbridge_filtered_total")}
+    assert filtered == {("netmap:eth0", "0", "rx"): 5, ("netmap:eth0", "1", "rx"): 2,
+                        ("netmap:eth0^", "0", "rx"): 0}
+
+
+def test_capture_counters_of_a_direction_are_its_rx_rings() -> None:
+    rings = [
+        RingCounters(0, "rx", 0, False, values(frames=9, captured=7, capture_dropped=2)),
+        RingCounters(0, "rx", 1, False, values(frames=1, captured=1)),
+        RingCounters(0, "tx", 0, False, values()),
+        RingCounters(1, "rx", 0, False, values()),
+        RingCounters(1, "tx", 0, False, values(frames=10)),
+    ]
+    doc = instance_dict(snapshot(rings=rings), NOW_NS)
+    first = doc["directions"][0]
+    assert (first["captured"], first["capture_dropped"]) == (8, 2)
+    assert first["drops"] == 0  # they crossed
+    assert (doc["rings"][0]["captured"], doc["rings"][0]["capture_dropped"]) == (7, 2)
+    text = prometheus_text([snapshot(rings=rings)])
+    assert 'nmbridge_captured_total{instance="eth0",port="netmap:eth0",ring="0",' \
+        'direction="rx"} 7' in text
+    assert 'nmbridge_capture_dropped_total{instance="eth0",port="netmap:eth0",ring="0",' \
+        'direction="rx"} 2' in text
+    assert 'nmbridge_captured_total{instance="eth0",port="netmap:eth0",ring="0",' \
+        'direction="tx"}' not in text
+
+
 def test_json_values() -> None:
     inst = instance_dict(snapshot(), NOW_NS)
     assert inst["name"] == "eth0"
@@ -156,8 +202,9 @@ def test_json_values() -> None:
         # both RX rings of port 0; tx drops from port 1's TX ring; errors from both sides
         "frames": 15, "bytes": 1500, "drops": 1 + 2 + 3 + 20,
         "drops_by_reason": {"oversize": 1, "chain": 2, "rx": 3, "tx": 20, "header": 0, "gso": 0},
-        "tx_full": 4, "errors": 1 + 2,
+        "tx_full": 4, "filtered": 0, "errors": 1 + 2,
         "offloads": {"gso_frames": 0, "gso_segments": 0, "csum_sw": 0},
+        "captured": 0, "capture_dropped": 0,
     }
     assert host_to_wire["label"] == "host->wire"
     assert (host_to_wire["frames"], host_to_wire["drops"]) == (7, 6)
@@ -166,8 +213,9 @@ def test_json_values() -> None:
         "port": 1, "port_name": "netmap:eth0^", "direction": "rx", "ring": 2, "host": True,
         "frames": 7, "bytes": 700, "drops": 0,
         "drops_by_reason": {"oversize": 0, "chain": 0, "rx": 0, "tx": 0, "header": 0, "gso": 0},
-        "tx_full": 0, "syncs": 2, "errors": 0,
+        "tx_full": 0, "filtered": 0, "syncs": 2, "errors": 0,
         "offloads": {"gso_frames": 0, "gso_segments": 0, "csum_sw": 0},
+        "captured": 0, "capture_dropped": 0,
     }
 
 
@@ -222,6 +270,9 @@ def test_prometheus_parses_with_the_reference_parser() -> None:
         "nmbridge_gso_frames": "counter",
         "nmbridge_gso_segments": "counter",
         "nmbridge_csum_sw": "counter",
+        "nmbridge_filtered": "counter",
+        "nmbridge_captured": "counter",
+        "nmbridge_capture_dropped": "counter",
     }
     for fam in fams.values():
         assert fam.documentation
@@ -340,3 +391,41 @@ def test_big_counters_are_exact_in_the_text() -> None:
     snap = snapshot(rings=[RingCounters(0, "rx", 0, False, values(frames=big))])
     text = prometheus_text([snap])
     assert f' {big}\n' in text
+
+
+# ---------------------------------------------------------------- the capture in the views
+
+
+def _render(table: Any) -> str:
+    from rich.console import Console
+
+    with open(os.devnull, "w") as sink:
+        con = Console(width=200, color_system=None, record=True, file=sink)
+        con.print(table)
+        return con.export_text()
+
+
+def test_the_table_shows_the_capture_only_while_it_counts() -> None:
+    from nmbridge.view import bridge_table
+
+    plain = _render(bridge_table(snapshot(), None, 1.0))
+    assert "captured" not in plain
+    rings = [RingCounters(0, "rx", 0, False, values(frames=9, captured=7, capture_dropped=2)),
+             RingCounters(1, "rx", 0, False, values(frames=4, captured=4))]
+    text = _render(bridge_table(snapshot(rings=rings), None, 1.0))
+    assert "captured" in text and "capture drops" in text
+    total = [c for c in next(line for line in text.splitlines() if "total" in line).split()
+             if c != "│"]
+    assert total[-2:] == ["11", "2"]
+
+
+def test_the_totals_line_says_what_the_capture_took() -> None:
+    from nmbridge.commands.demo import parse_totals
+    from nmbridge.view import totals_phrase
+
+    phrase = totals_phrase({"a->b": values(frames=9, bytes=900, captured=7, capture_dropped=2),
+                            "b->a": values(frames=1, bytes=60)})
+    assert phrase == ("a->b 9 frames 900 bytes 0 dropped, 7 captured, 2 capture_dropped; "
+                      "b->a 1 frames 60 bytes 0 dropped")
+    totals = parse_totals([f"nmbridge: stopped (signal) after 1.0 s: {phrase}"])
+    assert totals is not None and totals.directions["a->b"] == (9, 900, 0)

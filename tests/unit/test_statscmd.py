@@ -29,7 +29,7 @@ from nmbridge.counters import StatsWriter
 from nmbridge.errors import NotRunning, PortBusy, UsageError
 
 FIELDS = ["frames", "bytes", "drop_oversize", "drop_chain", "drop_rx", "drop_tx", "txfull",
-          "syncs", "errors"]
+          "syncs", "errors", "filtered"]
 RECORD_SIZE = 8 * len(FIELDS) + 8
 HEADER = {"seq": 0, "heartbeat_ns": 8, "nrings": 16, "state": 24}
 HEADER_SIZE = 32
@@ -288,6 +288,37 @@ def test_installed_into_a_pipe_is_full_width(stats_dir: Path) -> None:
     row = next(line for line in res.stdout.splitlines() if line.startswith("child"))
     assert row.split()[:6] == ["child-instance-with-a-long-name", str(proc.pid), "running",
                                "packet:a", "<->", "tap:b"]
+
+
+def test_filtered_frames_are_shown_apart_from_drops(capsys: pytest.CaptureFixture[str],
+                                                    stats_dir: Path,
+                                                    instances: list[Instance]) -> None:
+    """Frames a filter refused have columns of their own, after the drops, once an
+    instance has any; JSON and Prometheus carry them always."""
+    two_instances(stats_dir, instances)
+    status, out, _err = stats(capsys, "--stats-dir", str(stats_dir))
+    assert status == 0 and "filtered" not in out
+    instances[0].set(0, filtered=40)
+    instances[0].set(2, filtered=3)
+    status, out, _err = stats(capsys, "--stats-dir", str(stats_dir))
+    assert status == 0
+    lines = out.splitlines()
+    header = next(line for line in lines if "instance" in line)
+    assert header.split()[-6:] == ["drops", "<-", "filtered", "->", "filtered", "<-"]
+    alpha = next(line for line in lines if line.startswith("alpha"))
+    beta = next(line for line in lines if line.startswith("beta"))
+    # drops unchanged (and no rate: nothing published between the reads)
+    assert alpha.split()[-8:] == ["100", "-", "7", "30", "-", "0", "40", "3"]
+    assert beta.split()[-2:] == ["0", "0"]
+    status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "alpha", "--json")
+    out_dir, back_dir = json.loads(out)["instances"][0]["directions"]
+    assert (out_dir["filtered"], out_dir["drops"], back_dir["filtered"]) == (40, 7, 3)
+    status, out, _err = stats(capsys, "--stats-dir", str(stats_dir), "--prometheus")
+    fams = {f.name: f for f in text_string_to_metric_families(out)}
+    filtered = {(s.labels["instance"], s.labels["port"]): s.value
+                for s in fams["nmbridge_filtered"].samples}
+    assert filtered == {("alpha", "packet:veth9"): 40, ("alpha", "tap:nmb9"): 3,
+                        ("beta", "packet:veth9"): 0, ("beta", "tap:nmb9"): 0}
 
 
 def test_env_var_names_the_directory(capsys: pytest.CaptureFixture[str], stats_dir: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from nmbridge import view
 from nmbridge.counters import RingCounters, Snapshot
+from nmbridge.view import bridge_table, direction_totals, log_line, totals_phrase
 
 FIELDS = ("frames", "bytes", "drop_oversize", "drop_chain", "drop_rx", "drop_tx", "txfull",
           "syncs", "errors")
@@ -157,7 +159,8 @@ def test_stats_drops_columns_in_the_documented_order() -> None:
         if not kept or kept[-1] != cols:
             kept.append(cols)
     gone = [next(c for c in a if c not in b) for a, b in zip(kept, kept[1:])]
-    assert gone == list(view.INSTANCE_DROP_ORDER[:len(gone)])
+    order = [c for c in view.INSTANCE_DROP_ORDER if not c.startswith("filtered")]  # none here
+    assert gone == order[:len(gone)]
     assert len(gone) >= 5
 
 
@@ -174,7 +177,8 @@ def test_a_name_too_long_for_the_rest_folds_the_ports_not_the_name() -> None:
 def test_without_a_width_every_column_at_full_width() -> None:
     snaps, prevs = two_instances()
     lines = table_lines(view.instances_table(snaps, prevs, 5_000_000_000, None), 1000)
-    assert [c for c in view.INSTANCE_COLUMNS if c in lines[0]] == list(view.INSTANCE_COLUMNS)
+    unfiltered = [c for c in view.INSTANCE_COLUMNS if not c.startswith("filtered")]
+    assert [c for c in view.INSTANCE_COLUMNS if c in lines[0]] == unfiltered
     assert max(len(line) for line in lines) > 80
 
 
@@ -195,3 +199,48 @@ def test_a_looped_port_totals_both_opens_under_its_one_label() -> None:
     totals = view.direction_totals(snapshot(ports, frames=(100, 30)))
     assert list(totals) == ["netmap:eth0->netmap:eth0"]
     assert totals["netmap:eth0->netmap:eth0"]["frames"] == 130
+
+
+# ---------------------------------------------------------------- filters
+
+
+def filtered_snapshot(filtered: int) -> Snapshot:
+    ports: list[dict[str, Any]] = [{"name": "packet:a", "role": "wire"},
+                                   {"name": "tap:b", "role": "host"}]
+    rings = [
+        RingCounters(0, "rx", 0, False, {"frames": 5, "bytes": 300, "drop_rx": 1,
+                                         "filtered": filtered}),
+        RingCounters(0, "tx", 0, False, {"frames": 2, "bytes": 120}),
+        RingCounters(1, "rx", 0, False, {"frames": 2, "bytes": 120}),
+        RingCounters(1, "tx", 0, False, {"frames": 5, "bytes": 300}),
+    ]
+    return Snapshot(path="/x", instance="i", pid=1, started_ns=0, live=True, state="running",
+                    heartbeat_ns=1, ports=ports, zero_copy=True, rings=rings, taken_ns=5)
+
+
+def test_the_totals_line_says_filtered_frames_apart() -> None:
+    assert totals_phrase(direction_totals(filtered_snapshot(7))) == (
+        "wire->host 5 frames 300 bytes 1 dropped, 7 filtered; "
+        "host->wire 2 frames 120 bytes 0 dropped")
+    assert "filtered" not in totals_phrase(direction_totals(filtered_snapshot(0)))
+
+
+def test_the_log_line_says_filtered_frames_apart() -> None:
+    line = log_line(filtered_snapshot(7), None)
+    assert line is not None
+    assert "wire->host 5 frames" in line and "drops 1 filtered 7;" in line
+    assert "filtered" not in (log_line(filtered_snapshot(0), None) or "")
+    # a filter refusing frames is activity worth a line
+    assert log_line(filtered_snapshot(9), filtered_snapshot(7)) is not None
+
+
+def test_the_live_table_has_a_filtered_column_beside_drops() -> None:
+    console = Console(width=160, color_system=None, record=True)
+    console.print(bridge_table(filtered_snapshot(7), None, 1.0))
+    lines = console.export_text().splitlines()
+    header = next(line for line in lines if "direction" in line)
+    cells = [c.strip() for c in re.split("[│┃]", header) if c.strip()]
+    assert cells[cells.index("drops") + 1] == "filtered"
+    row = next(line for line in lines if line.startswith("│ wire->host"))
+    values = [c.strip() for c in row.split("│") if c.strip()]
+    assert values[cells.index("drops")] == "1" and values[cells.index("filtered")] == "7"

@@ -4,6 +4,7 @@ struct nmb_xlate {
 	uint32_t dst_hdr;
 	uint32_t dst_offloads;
 	uint32_t check;
+	uint32_t dst_max_frame;
 };
 struct nmb_frame_hooks {
 	int (*match)(const void *filter, const uint8_t *pkt, uint32_t buflen, uint32_t wirelen);
@@ -26,4 +27,4 @@ uint32_t nmb_forward(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_
 		     struct nmb_ring_stats *rxs, struct nmb_ring_stats *txs, uint32_t *next_rx);
 int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
 int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		 uint32_t ntx);
+		 uint32_t ntx, const struct nmb_rx_state *st);

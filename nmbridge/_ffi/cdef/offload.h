@@ -44,6 +44,7 @@ struct nmb_tx_out {
 	uint32_t room;
 	uint32_t hdr_len;
 	uint64_t bytes;
+	uint32_t max_len;
 	...;
 };
 

@@ -11,6 +11,7 @@ struct nmb_port {
 	int link_down;
 	uint32_t hdr_len;
 	uint32_t offloads;
+	uint32_t max_frame;
 	struct netmap_if *nifp;
 	struct nmb_region *region;
 	uint32_t ntx, nrx;

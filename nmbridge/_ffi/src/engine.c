@@ -293,7 +293,7 @@ enum xlate_result { XL_SENT, XL_WAIT, XL_DROPPED };
  */
 static enum xlate_result copy_frame(const struct nmb_xlate *x, const struct nmb_frame_in *f,
 				    struct nmb_vnet_hdr vh, struct netmap_ring *tx, uint32_t *txh,
-				    uint32_t *tx_room, struct nmb_ring_stats *rxs,
+				    uint32_t *tx_room, uint32_t *need, struct nmb_ring_stats *rxs,
 				    struct nmb_ring_stats *txs)
 {
 	uint32_t bs = tx->nr_buf_size, total = x->dst_hdr + f->len;
@@ -306,6 +306,7 @@ static enum xlate_result copy_frame(const struct nmb_xlate *x, const struct nmb_
 		return XL_DROPPED;
 	}
 	if (n > *tx_room) {
+		*need = n;
 		rxs->txfull++;
 		return XL_WAIT;
 	}
@@ -336,10 +337,10 @@ static enum xlate_result copy_frame(const struct nmb_xlate *x, const struct nmb_
 	return XL_SENT;
 }
 
-/* One frame of n slots at rx slot i, as the TX side takes it. */
+/* One frame of n slots at rx slot i, as the TX side takes it (XL_WAIT: *tx_need TX slots). */
 static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct netmap_ring *rx,
 				     uint32_t i, uint32_t n, struct netmap_ring *tx, uint32_t *txh,
-				     uint32_t *tx_room, struct nmb_ring_stats *rxs,
+				     uint32_t *tx_room, uint32_t *tx_need, struct nmb_ring_stats *rxs,
 				     struct nmb_ring_stats *txs)
 {
 	struct iovec iov[NETMAP_MAX_FRAGS];
@@ -364,7 +365,7 @@ static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct net
 	}
 	/* a super-frame the TX side cannot take whole is segmented here */
 	if (vh.gso_type != NMB_VNET_GSO_NONE && (x->dst_hdr == 0 || (need & ~(int)x->dst_offloads))) {
-		struct nmb_tx_out out = {tx, *txh, *tx_room, x->dst_hdr, 0};
+		struct nmb_tx_out out = {tx, *txh, *tx_room, x->dst_hdr, 0, x->dst_max_frame};
 		uint32_t want = 0;
 		int segs;
 
@@ -377,6 +378,7 @@ static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct net
 		segs = nmb_gso_segment(&vh, &f, &out, &want);
 
 		if (segs == 0 && want <= tx->num_slots - 1) {
+			*tx_need = want;
 			rxs->txfull++;
 			return XL_WAIT;
 		}
@@ -392,7 +394,7 @@ static enum xlate_result xlate_frame(const struct nmb_xlate *x, const struct net
 		txs->bytes += out.bytes;
 		return XL_SENT;
 	}
-	return copy_frame(x, &f, vh, tx, txh, tx_room, rxs, txs);
+	return copy_frame(x, &f, vh, tx, txh, tx_room, tx_need, rxs, txs);
 }
 
 /* ------------------------------------------------------------ one frame at a time */
@@ -444,6 +446,7 @@ static uint32_t ring_frames(struct netmap_ring *rx, struct netmap_ring *tx, uint
 	uint32_t max_len = tx->nr_buf_size < rx->nr_buf_size ? tx->nr_buf_size : rx->nr_buf_size;
 	int chain_waits = 0;
 
+	st->tx_need = 0;
 	if (!in_ring(rx, rxh, rxt) || !in_ring(tx, txh, txt))
 		return 0; /* a ring we cannot trust is left alone; the port resyncs it */
 	rxh = discard_rest(rx, rxh, rxt, st);
@@ -468,7 +471,7 @@ static uint32_t ring_frames(struct netmap_ring *rx, struct netmap_ring *tx, uint
 		}
 		if (st->xlate != NULL) {
 			enum xlate_result r = xlate_frame(st->xlate, rx, rxh, n, tx, &txh, &tx_room,
-							  rxs, txs);
+							  &st->tx_need, rxs, txs);
 			if (r == XL_WAIT)
 				break;
 			rxh = advance(rx, rxh, n);
@@ -598,7 +601,7 @@ int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx)
 }
 
 int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		 uint32_t ntx)
+		 uint32_t ntx, const struct nmb_rx_state *st)
 {
 	for (uint32_t r = 0; r < nrx && ntx > 0; r++) {
 		const struct netmap_ring *ring = rx[r];
@@ -610,6 +613,8 @@ int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring
 		    ring->tail >= ring->num_slots)
 			continue;
 		n = chain_at(ring, ring->head, ring->tail, UINT32_MAX, &bytes, &oversize);
+		if (st != NULL && st[r].tx_need > n)
+			n = st[r].tx_need; /* its segments, or its copy cut to other buffers */
 		/* any TX ring: the engine spills to the next ones, and poll() reclaims none
 		 * of them once one has room (it stops asking the others) */
 		for (uint32_t j = 0; j < ntx; j++) {

@@ -42,6 +42,7 @@ struct nmb_rx_state {
 	uint32_t hdr;                  /* header bytes in front of each frame: not counted as bytes */
 	const struct nmb_xlate *xlate; /* NULL: frames move untouched (offload.h) */
 	const struct nmb_frame_hooks *hooks; /* NULL: no filter, no capture */
+	uint32_t tx_need;              /* TX slots the translated frame at the RX head waits for */
 };
 
 /* Move up to limit frames from rx to tx; returns the frames forwarded. */
@@ -102,8 +103,10 @@ int nmb_rx_pending(struct netmap_ring *const *rx, uint32_t nrx);
  * no finished TX slot in the
  * txsync of poll(), only in NIOCTXSYNC's (NAF_FORCE_RECLAIM) or once no slot
  * is free, so the frame waits for ever unless the caller forces a reclaim.
+ * st (the RX rings' states, or NULL): a translated frame needs the slots its
+ * translation said (a super-frame's segments take more than its chain).
  */
 int nmb_tx_short(struct netmap_ring *const *rx, uint32_t nrx, struct netmap_ring *const *tx,
-		 uint32_t ntx);
+		 uint32_t ntx, const struct nmb_rx_state *st);
 
 #endif

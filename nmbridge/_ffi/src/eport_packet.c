@@ -9,7 +9,8 @@
  * (PACKET_COPY_THRESH), read from there into a chain of slots. Transmit: a
  * second socket with a TPACKET_V2 TX ring, qdisc bypass and PACKET_VNET_HDR
  * (the kernel then copies each frame once), one send() per batch; a
- * super-frame, too large for the ring's frames, goes by sendmsg() once the
+ * super-frame goes by sendmsg() on the first socket, through the qdisc
+ * (where the kernel segments it for an interface without TSO), once the
  * frames before it are sent. Where the rings cannot be set up,
  * recvmmsg/sendmmsg into the netmap buffers serve.
  */
@@ -620,12 +621,16 @@ static int tx_kick(struct nmb_port *p, struct nmb_ring_stats *txs)
 }
 
 /*
- * A frame too large for the socket ring's frames (a super-frame), once the
- * frames before it are sent: by sendmsg() on the receiving socket, which has
- * no TX ring. Returns 1 if it is done with (sent, or dropped and counted), 0
- * to wait (for the frames before it, or for room), or a fatal -errno.
+ * A super-frame, once the frames before it are sent: by sendmsg() on the
+ * receiving socket, which has no TX ring and no qdisc bypass. The bypass
+ * (the TX ring's) drops whatever the interface cannot take as it is instead
+ * of segmenting it (__dev_direct_xmit: a frame validate_xmit_skb changed is
+ * dropped): through the qdisc path the kernel segments a super-frame in
+ * software for an interface without TSO. Returns 1 if it is done with (sent,
+ * or dropped and counted), 0 to wait (for the frames before it, or for
+ * room), or a fatal -errno.
  */
-static int tx_large(struct nmb_port *p, struct nmb_ring_stats *txs, struct iovec *iov,
+static int tx_super(struct nmb_port *p, struct nmb_ring_stats *txs, struct iovec *iov,
 		    uint32_t cnt)
 {
 	struct msghdr msg;
@@ -675,8 +680,10 @@ static int packet_txsync(struct nmb_port *p, struct nmb_ring_stats *txs)
 			kr->hwcur = end;
 			continue;
 		}
-		if (total > hdr + pk->max_frame) {
-			rc = tx_large(p, txs, iov, cnt);
+		if (total > hdr + pk->max_frame ||
+		    (hdr > 0 && ((const struct nmb_vnet_hdr *)iov[0].iov_base)->gso_type !=
+				       NMB_VNET_GSO_NONE)) {
+			rc = tx_super(p, txs, iov, cnt);
 			if (rc < 0)
 				return rc;
 			if (rc == 0)
@@ -760,12 +767,12 @@ int nmb_packet_open(struct nmb_port *p, int ifindex, uint32_t max_frame, int buf
 	 * frames whose checksum is left to finish pass as they are, and the
 	 * kernel segments and finishes what the interface cannot (software GSO);
 	 * each sent frame is copied only once. The same socket sends the
-	 * super-frames too large for the TX ring, past the qdisc as the ring's.
+	 * super-frames, through the qdisc path: only there does the kernel
+	 * segment for an interface without TSO.
 	 */
 	if (set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1) == 0) {
 		p->hdr_len = NMB_VNET_HDR_LEN;
 		p->offloads = NMB_OFL_ALL;
-		(void)set_int(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1);
 	}
 	if (bufsize > 0) {
 		if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufsize) < 0 &&

@@ -384,8 +384,9 @@ static uint32_t seg_slots(const struct nmb_tx_out *out, uint32_t len)
 
 /*
  * The slots all segments take (only the last differs from the rest), or -1
- * when one segment is longer than a chain may be, or all of them more than
- * the ring can ever have free: waiting for room would then never end.
+ * when one segment is longer than a chain may be or than the TX side sends,
+ * or all of them more than the ring can ever have free: waiting for room
+ * would then never end.
  */
 static int64_t gso_plan(const struct gso_frame *g, const struct nmb_tx_out *out)
 {
@@ -394,6 +395,9 @@ static int64_t gso_plan(const struct gso_frame *g, const struct nmb_tx_out *out)
 	uint64_t total = (uint64_t)first * (g->nseg - 1) + last;
 
 	if (first > NETMAP_MAX_FRAGS || last > NETMAP_MAX_FRAGS)
+		return -1;
+	/* the first is the longest: a header's gso_size past the TX side's MTU */
+	if (out->max_len > 0 && seg_len(g, 0) > out->max_len)
 		return -1;
 	if (total > ring->num_slots - 1)
 		return -1;

@@ -100,6 +100,7 @@ static void plan_xlate(struct nmb_bridge *b, int from)
 	x->dst_hdr = dst->hdr_len;
 	x->dst_offloads = dst->offloads;
 	x->check = (uint32_t)check;
+	x->dst_max_frame = dst->max_frame;
 	for (uint32_t r = 0; r < src->nrx; r++) {
 		b->rxstate[src->stats_rx + r].hdr = src->hdr_len;
 		b->rxstate[src->stats_rx + r].xlate = same && !check ? NULL : x;
@@ -428,12 +429,14 @@ static int kernel_events(struct nmb_bridge *b, int i, short *ev)
 	if (nmb_rx_pending(q->rx, q->nrx))
 		*ev |= POLLOUT;
 	/*
-	 * A chain that needs more TX slots than are free, some being
-	 * free: poll() would answer POLLOUT at once, and on a native
-	 * NIC its txsync reclaims no finished slot while any is free
-	 * (only NIOCTXSYNC forces it): the loop would spin for ever.
+	 * A frame that needs more TX slots than are free (a chain, a
+	 * super-frame's segments), some being free: poll() would answer
+	 * POLLOUT at once, and on a native NIC its txsync reclaims no
+	 * finished slot while any is free (only NIOCTXSYNC forces it): the
+	 * loop would spin for ever.
 	 */
-	if ((*ev & POLLOUT) && nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx)) {
+	if ((*ev & POLLOUT) &&
+	    nmb_tx_short(q->rx, q->nrx, p->tx, p->ntx, &b->rxstate[q->stats_rx])) {
 		int r = nmb_kport_txsync(p);
 
 		for (uint32_t k = 0; k < p->ntx; k++)

@@ -3,8 +3,10 @@
 #define NMB_H
 
 #include "abi.h"
+#include "capture.h"
 #include "engine.h"
 #include "eport.h"
+#include "filter.h"
 #include "isolate.h"
 #include "loop.h"
 #include "nic.h"

@@ -60,6 +60,7 @@ struct nmb_xlate {
 	uint32_t dst_hdr;      /* header bytes to put in front of each frame on the TX ring */
 	uint32_t dst_offloads; /* NMB_OFL_*: what the TX side takes */
 	uint32_t check;        /* the RX side did not check its headers (a kernel port): check them */
+	uint32_t dst_max_frame; /* the longest frame the TX side's interface sends, 0: not known */
 };
 
 /* A frame's bytes, from its Ethernet header on (no virtio-net header), scattered. */
@@ -76,6 +77,7 @@ struct nmb_tx_out {
 	uint32_t room;     /* free slots from head; reduced by what is written */
 	uint32_t hdr_len;  /* bytes of virtio-net header, all zero, in front of each frame written */
 	uint64_t bytes;    /* Ethernet bytes written (headers not counted), added to */
+	uint32_t max_len;  /* the longest segment (Ethernet bytes) to write; 0: any */
 };
 
 /*
@@ -93,7 +95,8 @@ int nmb_vnet_check(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f);
  * done, written to out (a chain where longer than a buffer), each behind
  * out->hdr_len zero bytes. Returns the segments written (out advanced), 0
  * when out->room is too small (nothing written; *need gets the slots it
- * needs), or -1 when f cannot be segmented (nothing written; drop_gso).
+ * needs), or -1 when f cannot be segmented, or its segments would be longer
+ * than out->max_len (nothing written; drop_gso).
  */
 int nmb_gso_segment(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f,
 		    struct nmb_tx_out *out, uint32_t *need);

@@ -45,7 +45,7 @@ struct nmb_port {
 	struct nmb_kring ktx[NMB_MAX_RINGS];
 	struct nmb_kring krx[NMB_MAX_RINGS];
 	uint32_t frags;            /* emulated ports: slots reserved per received frame */
-	uint32_t max_frame;        /* emulated ports: the longest frame the interface sends */
+	uint32_t max_frame;        /* the longest frame the interface sends (a NIC's: 0 if not known) */
 	uint32_t stats_rx;         /* first stats record of its RX rings (set by the bridge) */
 	uint32_t stats_tx;         /* first stats record of its TX rings */
 	uint32_t pollerr_run;      /* consecutive POLLERR results */
