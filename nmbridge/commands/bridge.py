@@ -291,11 +291,13 @@ class _Startup:
     own handling is in place, and during the clean-up after it, it does nothing."""
 
     starting = True
+    late: int | None = None  # a SIGTERM once starting ended: _forward's to act on
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self.starting:
             self.starting = False
             raise _StoppedEarly
+        self.late = signum
 
 
 @contextlib.contextmanager
@@ -380,7 +382,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
         try:
             bridge.attach_shared(writer.map, writer.counters_offset)
             startup.starting = False  # _forward's own handling comes at once
-            return _forward(opts, name, bridge, writer, watcher, ports, capture)
+            return _forward(opts, name, bridge, writer, watcher, ports, capture, startup)
         finally:
             bridge.detach_shared()
             writer.close()
@@ -389,7 +391,7 @@ def _start(opts: BridgeOptions, specs: list[PortSpec], name: str, startup: _Star
 
 def _forward(
     opts: BridgeOptions, name: str, bridge: Any, writer: StatsWriter, watcher: Any,
-    ports: list[Any], capture: Any = None,
+    ports: list[Any], capture: Any = None, startup: _Startup | None = None,
 ) -> Totals:
     from nmbridge.view import copy_mode
 
@@ -407,6 +409,11 @@ def _forward(
     # SIGTERM while waiting for the links (systemctl stop) stops the bridge as cleanly as
     # later: STOPPING=1, the stats file removed, exit 0 -- and no READY=1 before it
     with _StopSignals(bridge.request_stop) as stops:
+        # a SIGTERM between startup's handling and this one (right after the start line,
+        # where a test or systemd sends it) was lost, and the bridge ran on: it counts
+        if startup is not None and startup.late is not None:
+            stops.received = startup.late
+            bridge.request_stop()
         if opts.wait_link > 0 and not watcher.all_up():
             bridge.publish_state("link-wait")  # what stats says while waiting
         watcher.wait_up(opts.wait_link, stop=lambda: stops.received is not None)

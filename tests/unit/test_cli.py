@@ -733,3 +733,21 @@ def test_a_bad_capture_filter_is_a_usage_error_before_the_file_is_made(tmp_path:
                               "--pcap-filter", "udp prot 9"), USAGE)
     assert msg == "--pcap-filter 'udp prot 9': can't parse filter expression: syntax error"
     assert not where.exists()
+
+
+def test_a_sigterm_after_startup_is_kept_for_the_loop() -> None:
+    """Between startup's SIGTERM handling and the loop's (right after the start line,
+    where systemd or a test sends it), a SIGTERM is recorded for the loop to act on; it
+    used to be lost, and the bridge ran on until killed."""
+    import signal
+
+    from nmbridge.commands.bridge import _Startup, _StoppedEarly
+
+    startup = _Startup()
+    with pytest.raises(_StoppedEarly):
+        startup.handler(signal.SIGTERM, None)
+    assert startup.late is None
+    late = _Startup()
+    late.starting = False
+    late.handler(signal.SIGTERM, None)
+    assert late.late == signal.SIGTERM
