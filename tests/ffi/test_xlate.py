@@ -17,13 +17,7 @@ NEEDS_CSUM = 1
 MOREFRAG = lib.NS_MOREFRAG
 
 
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+csum = gso_model.csum_sum  # the folded ones' complement sum
 
 
 def udp4(payload: bytes, partial: bool) -> bytes:

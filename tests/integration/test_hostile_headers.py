@@ -50,16 +50,17 @@ Only 198.18.0.0/15. Timeouts only stop a hang.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 from hostile_peer import GOOD, judge
-from test_offloads import Bridge, Topology, csum_errors, packet_packet, ready
+from peers import ready
+from test_offloads import Bridge, Topology, csum_errors, packet_packet
 
 from nmbridge.lab import sandbox
 from nmbridge.lab.sandbox import TAP_MAC, Sandbox
@@ -115,14 +116,7 @@ def setup(request: pytest.FixtureRequest, make_sandbox: Callable[..., Sandbox],
 
 def finish(proc: subprocess.Popen[str], what: str) -> Any:
     """The JSON a peer printed last."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT + 5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    lines = [x for x in out.splitlines() if x.startswith("[")]
-    assert lines, f"{what}: no report (status {proc.returncode}): {err.strip()}"
-    return json.loads(lines[-1])
+    return peers.report(proc, what, TIMEOUT + 5, opener="[")
 
 
 def test_hostile_headers_are_dropped_counted_and_good_frames_pass(setup: Setup) -> None:

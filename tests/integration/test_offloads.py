@@ -38,18 +38,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
-import select
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import peers
 import pytest
 from namespaces import ip
 from polling import wait_for
@@ -227,33 +225,11 @@ class Bridge:
 
 def report(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
     """The JSON line a peer printed at its end."""
-    try:
-        out, err = proc.communicate(timeout=TRAFFIC_TIMEOUT + 5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    lines = [x for x in out.splitlines() if x.startswith("{")]
-    assert lines, f"{what}: no report (status {proc.returncode}): {err.strip()}"
-    return dict(json.loads(lines[-1]))
+    return dict(peers.report(proc, what, TRAFFIC_TIMEOUT + 5))
 
 
 def ready(proc: subprocess.Popen[str], what: str) -> None:
-    """Wait for a receiver to print READY (it is bound)."""
-    assert proc.stdout is not None
-    fd, line = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + START_TIMEOUT
-    # byte by byte from the fd, with a deadline: a buffered readline could block
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            break
-        byte = os.read(fd, 1)
-        if not byte:
-            break
-        line += byte
-    if line.strip() != b"READY":
-        proc.kill()
-        _out, err = proc.communicate()
-        pytest.fail(f"{what} did not start: {line!r} {err.strip()}", pytrace=False)
+    peers.ready(proc, what, START_TIMEOUT)
 
 
 def ways(topo: Topology) -> list[tuple[str, str, str, str]]:

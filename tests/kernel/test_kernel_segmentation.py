@@ -27,11 +27,8 @@ are tests/integration/offload_peer.py. Timeouts only stop a hang.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
 import secrets
-import select
 import shutil
 import subprocess
 import sys
@@ -41,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import peers
 import pytest
 from namespaces import ip
+from peers import ready
 from test_kernel_bridge import RunningBridge, stats_json
 
 FakeKernel = Any  # the `fake` fixture's class (tests/kernel/conftest.py)
@@ -146,46 +145,14 @@ def lab(fake: FakeKernel, nic_netns: str, make_netns: Callable[[str], str],
                 proc.wait(10)
 
 
-def ready(proc: subprocess.Popen[str], what: str, timeout: float = 10.0) -> None:
-    """Wait for the READY line a program prints once it is bound."""
-    assert proc.stdout is not None
-    fd, line = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            break
-        byte = os.read(fd, 1)
-        if not byte:
-            break
-        line += byte
-    if line.strip() != b"READY":
-        proc.kill()
-        _out, err = proc.communicate()
-        pytest.fail(f"{what} did not start: {line!r} {err.strip()}", pytrace=False)
-
-
 def report(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
     """The JSON object a program printed last."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT + 5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    lines = [x for x in out.splitlines() if x.startswith("{")]
-    assert lines, f"{what}: no report (status {proc.returncode}): {err.strip()}"
-    return dict(json.loads(lines[-1]))
+    return dict(peers.report(proc, what, TIMEOUT + 5))
 
 
 def report_list(proc: subprocess.Popen[str], what: str) -> list[dict[str, Any]]:
     """The JSON list a program printed last."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT + 5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    lines = [x for x in out.splitlines() if x.startswith("[")]
-    assert lines, f"{what}: no report (status {proc.returncode}): {err.strip()}"
-    return list(json.loads(lines[-1]))
+    return list(peers.report(proc, what, TIMEOUT + 5, opener="["))
 
 
 class Bridged:
