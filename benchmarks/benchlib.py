@@ -7,6 +7,7 @@ Not part of the nmbridge package: the benchmarks import it as a sibling module.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import fcntl
@@ -30,6 +31,22 @@ HERE = Path(__file__).resolve().parent
 
 
 # -- numbers -----------------------------------------------------------------
+
+
+def parse_peers(parser: argparse.ArgumentParser, given: list[str],
+                taken: Sequence[str]) -> dict[str, str]:
+    """--peer NAME=COMMAND, repeated: the peers by name; a malformed one, or a name among
+    taken (the benchmark's own modes) or given twice, is the parser's usage error."""
+    peers: dict[str, str] = {}
+    for text in given:
+        name, sep, command = text.partition("=")
+        name = name.strip()
+        if not sep or not name or not command.strip() or "," in name:
+            parser.error(f"--peer {text!r}: give NAME=COMMAND")
+        if name in taken or name in peers:
+            parser.error(f"--peer {name}: that name is taken")
+        peers[name] = command
+    return peers
 
 
 def median(values: Sequence[float]) -> float:

@@ -339,19 +339,6 @@ def same_round_ratios(results: list[Result], modes: list[str],
     return {m: r for m, r in out.items() if r}
 
 
-def parse_peers(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, str]:
-    peers: dict[str, str] = {}
-    for text in given:
-        name, sep, command = text.partition("=")
-        name = name.strip()
-        if not sep or not name or not command.strip() or "," in name:
-            parser.error(f"--peer {text!r}: give NAME=COMMAND")
-        if name in MODES or name in peers:
-            parser.error(f"--peer {name}: that name is taken")
-        peers[name] = command
-    return peers
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds (every mode once each)")
@@ -377,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                              "kernel (nmbridge modes only)")
     benchlib.add_bridge_options(parser)
     args = parser.parse_args(argv)
-    args.peers = parse_peers(parser, args.peer)
+    args.peers = benchlib.parse_peers(parser, args.peer, MODES)
     if args.input == "tap" and args.peers:
         parser.error("--in tap measures nmbridge only: no --peer")
     if args.modes is None:

@@ -296,19 +296,6 @@ def same_round_ratios(results: list[Result], topology: str, way: str,
     return out
 
 
-def parse_peers(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, str]:
-    peers: dict[str, str] = {}
-    for text in given:
-        name, sep, command = text.partition("=")
-        name = name.strip()
-        if not sep or not name or not command.strip() or "," in name:
-            parser.error(f"--peer {text!r}: give NAME=COMMAND")
-        if name in MODES or name in peers:
-            parser.error(f"--peer {name}: that name is taken")
-        peers[name] = command
-    return peers
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", "--runs", dest="rounds", type=int, default=3,
@@ -337,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a peer gets to start, default 2")
     benchlib.add_bridge_options(parser)
     args = parser.parse_args(argv)
-    args.peers = parse_peers(parser, args.peer)
+    args.peers = benchlib.parse_peers(parser, args.peer, MODES)
     if args.modes is None:
         args.modes = ",".join(["default", "kernel-bridge", *args.peers])
     modes = benchlib.parse_modes(parser, args.modes, [*MODES, *args.peers])
