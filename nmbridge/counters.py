@@ -91,6 +91,9 @@ CAPTURE_FIELDS: dict[str, str] = {
 }
 #: every field that counts a frame not forwarded
 DROP_FIELDS = tuple(DROP_REASONS.values())
+#: what a direction counts on the other port's TX rings (its frames leaving), not on
+#: its own RX rings
+TX_SIDE_FIELDS = ("drop_tx", "gso_segments", "csum_sw")
 
 
 def dropped(values: dict[str, int]) -> int:
@@ -124,7 +127,8 @@ class Snapshot:
     taken_ns: int = 0  # CLOCK_MONOTONIC when read
 
     def totals(self, direction_port: int | None = None) -> dict[str, int]:
-        """Sums over the RX rings (of one port if given): what entered the bridge."""
+        """Sums over the RX rings (of one port if given): what entered the bridge; the
+        TX_SIDE_FIELDS over the other port's TX rings, where its frames left."""
         out: dict[str, int] = {}
         for ring in self.rings:
             if ring.direction != "rx":
@@ -133,12 +137,12 @@ class Snapshot:
                 continue
             for k, v in ring.values.items():
                 out[k] = out.get(k, 0) + v
-        tx_drops = sum(
-            r.values.get("drop_tx", 0)
-            for r in self.rings
-            if r.direction == "tx" and (direction_port is None or r.port != direction_port)
-        )
-        out["drop_tx"] = tx_drops
+        for key in TX_SIDE_FIELDS:
+            out[key] = sum(
+                r.values.get(key, 0)
+                for r in self.rings
+                if r.direction == "tx" and (direction_port is None or r.port != direction_port)
+            )
         return out
 
     def dropped(self, direction_port: int | None = None) -> int:

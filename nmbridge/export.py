@@ -72,15 +72,8 @@ def direction_dicts(snap: Snapshot) -> list[dict[str, Any]]:
     for port in range(len(snap.ports)):
         rx = [r for r in snap.rings if r.port == port and r.direction == "rx"]
         tx = [r for r in snap.rings if r.port != port and r.direction == "tx"]
-        sums: dict[str, int] = {}
-        for r in rx:
-            for key in ("frames", "bytes", "txfull", "errors", "drop_oversize", "drop_chain",
-                        "drop_rx", "drop_header", "drop_gso", "gso_frames", "filtered",
-                        *CAPTURE_FIELDS.values()):
-                sums[key] = sums.get(key, 0) + int(r.values.get(key, 0))
-        for r in tx:
-            for key in ("drop_tx", "errors", "gso_segments", "csum_sw"):
-                sums[key] = sums.get(key, 0) + int(r.values.get(key, 0))
+        sums = snap.totals(port)
+        sums["errors"] = sum(int(r.values.get("errors", 0)) for r in (*rx, *tx))
         drops = _drops(sums)
         others = [p for p in range(len(snap.ports)) if p != port]
         out.append(
