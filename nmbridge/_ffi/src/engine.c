@@ -2,7 +2,6 @@
 #include <sys/uio.h>
 
 #include "engine.h"
-#include "eport.h"
 
 /*
  * Walk the chain that starts at slot i: returns its slot count, or 0 if
@@ -180,6 +179,20 @@ static int in_ring(const struct netmap_ring *ring, uint32_t head, uint32_t tail)
 	return head < ring->num_slots && tail < ring->num_slots;
 }
 
+/*
+ * The end of a move: the RX slots up to rxh and the TX slots up to txh handed
+ * over. cur is netmap's wakeup point: poll(POLLIN) returns while cur != tail.
+ * A chain that waits for its last slots puts it at tail, so that the next
+ * poll sleeps until the kernel brings them (and is asked at all).
+ */
+static void hand_back(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t rxh, uint32_t rxt,
+		      uint32_t txh, int chain_waits)
+{
+	rx->head = rxh;
+	rx->cur = chain_waits ? rxt : rxh;
+	tx->head = tx->cur = txh;
+}
+
 /* ------------------------------------------------------------ translation */
 
 /*
@@ -323,7 +336,7 @@ static enum xlate_result copy_frame(const struct nmb_xlate *x, const struct nmb_
 	for (int k = 0; k < f->niov; k++)
 		write_bytes(&w, f->iov[k].iov_base, (uint32_t)f->iov[k].iov_len);
 	if (finish) {
-		if (nmb_eport_complete_csum(tx, first, total, x->dst_hdr + vh.csum_start,
+		if (nmb_csum_finish(tx, first, total, x->dst_hdr + vh.csum_start,
 					    vh.csum_offset) < 0) {
 			rxs->drop_header++; /* a header not checked that does not fit */
 			return XL_DROPPED;
@@ -497,9 +510,7 @@ static uint32_t ring_frames(struct netmap_ring *rx, struct netmap_ring *tx, uint
 		frames++;
 		rxs->bytes += len - hdr;
 	}
-	rx->head = rxh;
-	rx->cur = chain_waits ? rxt : rxh;
-	tx->head = tx->cur = txh;
+	hand_back(rx, tx, rxh, rxt, txh, chain_waits);
 	rxs->frames += frames;
 	return frames;
 }
@@ -555,14 +566,7 @@ uint32_t nmb_ring_move(struct netmap_ring *rx, struct netmap_ring *tx, uint32_t 
 		frames++;
 		bytes += len;
 	}
-	/*
-	 * cur is netmap's wakeup point: poll(POLLIN) returns while cur != tail.
-	 * A chain that waits for its last slots puts it at tail, so that the
-	 * next poll sleeps until the kernel brings them (and is asked at all).
-	 */
-	rx->head = rxh;
-	rx->cur = chain_waits ? rxt : rxh;
-	tx->head = tx->cur = txh;
+	hand_back(rx, tx, rxh, rxt, txh, chain_waits);
 	bytes -= (uint64_t)frames * st->hdr; /* Ethernet bytes: the headers are not counted */
 	rxs->frames += frames;
 	rxs->bytes += bytes;

@@ -50,8 +50,6 @@ enum tx_chain { TX_CHAIN_OPEN, TX_CHAIN_BAD, TX_CHAIN_OK };
 enum tx_chain nmb_eport_tx_chain(const struct nmb_port *p, uint32_t i, uint32_t head,
 				 struct iovec *iov, uint32_t *end, uint32_t *cnt, uint32_t *total);
 int nmb_ifname_index(const char *name); /* 0 if there is no such interface */
-int nmb_eport_complete_csum(struct netmap_ring *ring, uint32_t first, uint32_t len,
-			    uint32_t start, uint32_t offset);
 int nmb_iov_insert(const struct iovec *iov, int niov, uint32_t len, uint32_t at,
 		   const uint8_t *ins, uint32_t n);
 

@@ -15,6 +15,7 @@
  * finished from the pseudo-header sum the sender left in its field.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -636,4 +637,50 @@ int nmb_gso_segment(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f,
 	out->room -= (uint32_t)slots;
 	out->bytes += g.len + (uint64_t)(g.nseg - 1) * g.hdrs;
 	return (int)g.nseg;
+}
+
+/* ------------------------------------------------------------ a checksum left to finish */
+
+/* byte pos of a frame laid over consecutive slots from first */
+static uint8_t *frame_byte(struct netmap_ring *ring, uint32_t first, uint32_t pos)
+{
+	uint32_t bs = ring->nr_buf_size;
+	struct netmap_slot *s = &ring->slot[(first + pos / bs) % ring->num_slots];
+
+	return (uint8_t *)nmb_slot_buf(ring, s->buf_idx) + pos % bs;
+}
+
+/*
+ * Finish a checksum the sender left to hardware: the ones' complement sum of
+ * the bytes from start to the end of the frame (the field already holds the
+ * pseudo-header sum), stored at start + offset.
+ */
+int nmb_csum_finish(struct netmap_ring *ring, uint32_t first, uint32_t len,
+			    uint32_t start, uint32_t offset)
+{
+	uint64_t sum = 0;
+	uint32_t bs = ring->nr_buf_size, field = start + offset;
+
+	if (start >= len || field + 2 > len)
+		return -EINVAL;
+	if (len <= bs) {
+		const uint8_t *b = (const uint8_t *)nmb_slot_buf(ring, ring->slot[first].buf_idx);
+		uint32_t i = start;
+		for (; i + 1 < len; i += 2)
+			sum += (uint32_t)(b[i] << 8 | b[i + 1]);
+		if (i < len)
+			sum += (uint32_t)b[i] << 8;
+	} else {
+		for (uint32_t i = start; i < len; i++)
+			sum += ((i - start) & 1) ? *frame_byte(ring, first, i)
+						 : (uint32_t)*frame_byte(ring, first, i) << 8;
+	}
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	sum = ~sum & 0xffff;
+	if (sum == 0)
+		sum = 0xffff; /* as the kernel does: 0 means "no checksum" to UDP */
+	*frame_byte(ring, first, field) = (uint8_t)(sum >> 8);
+	*frame_byte(ring, first, field + 1) = (uint8_t)sum;
+	return 0;
 }

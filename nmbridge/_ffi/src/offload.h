@@ -101,4 +101,13 @@ int nmb_vnet_check(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f);
 int nmb_gso_segment(const struct nmb_vnet_hdr *vh, const struct nmb_frame_in *f,
 		    struct nmb_tx_out *out, uint32_t *need);
 
+/*
+ * Finish the checksum a sender left to the NIC in the frame of len bytes laid
+ * over the slots of ring from first on (each full but the last): the ones'
+ * complement sum from start to the end (the field at start + offset holds the
+ * pseudo-header sum) stored there. 0, or -EINVAL if the offsets do not fit.
+ */
+int nmb_csum_finish(struct netmap_ring *ring, uint32_t first, uint32_t len, uint32_t start,
+		    uint32_t offset);
+
 #endif
