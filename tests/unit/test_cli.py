@@ -744,8 +744,8 @@ def unprivileged(unavailable: Callable[[str], NoReturn]) -> list[str]:
 
 def test_installed_without_privileges(env: dict[str, str], tmp_path: Path,
                                       unavailable: Callable[[str], NoReturn]) -> None:
-    res = subprocess.run([*unprivileged(unavailable), NMBRIDGE, "-i", "packet:lo", "-i", "tap:nmbt0",
-                          "--stats-dir", str(tmp_path / "file" / "x")],
+    res = subprocess.run([*unprivileged(unavailable), NMBRIDGE, "-i", "packet:lo", "-i",
+                          "tap:nmbt0", "--stats-dir", str(tmp_path / "file" / "x")],
                          capture_output=True, text=True, timeout=60, env=env, check=False)
     line = one_error_line(res, 4)
     assert line.startswith("nmbridge: error: permission denied: packet:lo needs CAP_NET_RAW")
