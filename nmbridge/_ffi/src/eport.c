@@ -155,33 +155,60 @@ int nmb_iov_insert(const struct iovec *iov, int niov, uint32_t len, uint32_t at,
 }
 
 /*
+ * What a frame's header (vh, its copy) says of the frame of len bytes (the
+ * header included) without reading the frame: 1 it asks nothing and fits,
+ * 0 dropped and counted, -1 it asks for offloads: nmb_eport_frame_ok walks it.
+ */
+int nmb_eport_hdr_ok(const struct nmb_port *p, const struct nmb_vnet_hdr *vh, uint32_t len,
+		     uint32_t bs, struct nmb_ring_stats *rxs)
+{
+	uint32_t hdr = p->hdr_len;
+
+	if (len < hdr + 14) {
+		rxs->drop_header++;
+		return 0;
+	}
+	/* only a super-frame may be longer than the interface's frames (in whole buffers) */
+	if (vh->gso_type == NMB_VNET_GSO_NONE && len - hdr > (p->max_frame + bs - 1) / bs * bs) {
+		rxs->drop_oversize++;
+		return 0;
+	}
+	/* the usual case, a frame asking nothing */
+	if (vh->flags == 0 && vh->gso_type == NMB_VNET_GSO_NONE && vh->hdr_len <= len - hdr)
+		return 1;
+	return -1;
+}
+
+/*
  * The frame of len bytes (its header included) laid over the slots of ring
  * from first on: whether its header fits it. Counts what it drops.
  */
 int nmb_eport_frame_ok(const struct nmb_port *p, struct netmap_ring *ring, uint32_t first,
 		       uint32_t len, struct nmb_ring_stats *rxs)
 {
-	struct iovec iov[NETMAP_MAX_FRAGS];
-	struct nmb_frame_in f;
 	struct nmb_vnet_hdr vh;
-	uint32_t bs = ring->nr_buf_size, hdr = p->hdr_len, n;
+	uint32_t bs = ring->nr_buf_size, hdr = p->hdr_len;
+	int quick;
 
 	if (hdr == 0)
 		return 1;
-	if (len < hdr + 14) {
-		rxs->drop_header++;
-		return 0;
-	}
-	memcpy(&vh, nmb_slot_buf(ring, ring->slot[first].buf_idx), sizeof(vh));
-	/* only a super-frame may be longer than the interface's frames (in whole buffers) */
-	if (vh.gso_type == NMB_VNET_GSO_NONE && len - hdr > (p->max_frame + bs - 1) / bs * bs) {
-		rxs->drop_oversize++;
-		return 0;
-	}
-	/* the usual case, a frame asking nothing, without walking it */
-	if (vh.flags == 0 && vh.gso_type == NMB_VNET_GSO_NONE && vh.hdr_len <= len - hdr)
-		return 1;
-	n = (len + bs - 1) / bs;
+	if (len >= hdr + 14)
+		memcpy(&vh, nmb_slot_buf(ring, ring->slot[first].buf_idx), sizeof(vh));
+	else
+		memset(&vh, 0, sizeof(vh));
+	if ((quick = nmb_eport_hdr_ok(p, &vh, len, bs, rxs)) >= 0)
+		return quick;
+	return nmb_eport_frame_walk(p, ring, first, len, &vh, rxs);
+}
+
+/* The frame whose header (vh) asks for offloads: whether the frame is what it says. */
+int nmb_eport_frame_walk(const struct nmb_port *p, struct netmap_ring *ring, uint32_t first,
+			 uint32_t len, const struct nmb_vnet_hdr *vh, struct nmb_ring_stats *rxs)
+{
+	struct iovec iov[NETMAP_MAX_FRAGS];
+	struct nmb_frame_in f;
+	uint32_t bs = ring->nr_buf_size, hdr = p->hdr_len, n = (len + bs - 1) / bs;
+
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t piece = k + 1 < n ? bs : len - k * bs, skip = k == 0 ? hdr : 0;
 		struct netmap_slot *s = &ring->slot[ring_add(ring->num_slots, first, k)];
@@ -192,7 +219,7 @@ int nmb_eport_frame_ok(const struct nmb_port *p, struct netmap_ring *ring, uint3
 	f.iov = iov;
 	f.niov = (int)n;
 	f.len = len - hdr;
-	if (nmb_vnet_check(&vh, &f) < 0) {
+	if (nmb_vnet_check(vh, &f) < 0) {
 		rxs->drop_header++;
 		return 0;
 	}

@@ -46,6 +46,10 @@ int nmb_eport_rx_frame_ok(struct nmb_port *p, struct nmb_ring_stats *rxs, int m,
 			  uint32_t *len, uint32_t *used);
 int nmb_eport_frame_ok(const struct nmb_port *p, struct netmap_ring *ring, uint32_t first,
 		       uint32_t len, struct nmb_ring_stats *rxs);
+int nmb_eport_hdr_ok(const struct nmb_port *p, const struct nmb_vnet_hdr *vh, uint32_t len,
+		     uint32_t bs, struct nmb_ring_stats *rxs);
+int nmb_eport_frame_walk(const struct nmb_port *p, struct netmap_ring *ring, uint32_t first,
+			 uint32_t len, const struct nmb_vnet_hdr *vh, struct nmb_ring_stats *rxs);
 enum tx_chain { TX_CHAIN_OPEN, TX_CHAIN_BAD, TX_CHAIN_OK };
 enum tx_chain nmb_eport_tx_chain(const struct nmb_port *p, uint32_t i, uint32_t head,
 				 struct iovec *iov, uint32_t *end, uint32_t *cnt, uint32_t *total);

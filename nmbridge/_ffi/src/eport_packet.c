@@ -482,6 +482,7 @@ static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 	while ((h = rx_next(pk)) != NULL) {
 		uint32_t room = n - 1 - nmb_ring_dist(ring, kr->hwcur, kr->hwtail);
 		uint32_t len = h->tp_snaplen, first = kr->hwtail, vlan = 0;
+		int ok = 1;
 		const uint8_t *frame = (const uint8_t *)h + h->tp_mac;
 		struct nmb_vnet_hdr vh;
 		uint8_t head_bytes[sizeof(vh) + 16];
@@ -509,12 +510,19 @@ static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 			rx_advance(pk);
 			continue;
 		}
+		if (vlan)
+			vnet_tag_moved(&vh);
+		/* judged on the copy of the header, not on the slot just written: reading
+		 * that back would wait for the store's cache miss */
+		if (hdr > 0 && (ok = nmb_eport_hdr_ok(p, &vh, hdr + len + vlan, bs, rxs)) == 0) {
+			rx_advance(pk);
+			continue;
+		}
 		if (vlan) {
 			uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->tp_vlan_tpid
 						? h->tp_vlan_tpid : ETH_P_8021Q;
 			uint8_t *tag = head_bytes + hdr;
 
-			vnet_tag_moved(&vh);
 			memcpy(head_bytes, &vh, hdr);
 			memcpy(tag, frame, 12);
 			tag[12] = (uint8_t)(tpid >> 8);
@@ -526,7 +534,7 @@ static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 			/* the kernel wrote the header just before the frame */
 			kr->hwtail = put_frame(ring, first, frame - hdr, len + hdr, NULL, 0);
 		}
-		if (!nmb_eport_frame_ok(p, ring, first, hdr + len + vlan, rxs))
+		if (ok < 0 && !nmb_eport_frame_walk(p, ring, first, hdr + len + vlan, &vh, rxs))
 			kr->hwtail = first;
 		rx_advance(pk);
 		got++;
