@@ -18,12 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define CACHE_LINE 64
-#define OUT_FLUSH (1u << 20)                          /* write() when this much is waiting */
-#define OUT_SIZE (OUT_FLUSH + NMB_CAPTURE_SNAPLEN_MAX + 4096) /* room for one more block */
+#define OUT_SIZE 8192 /* a section's headers: SHB and two IDBs (names of at most 1024 bytes) */
 #define NAP_NS 200000L /* the writer's sleep on an empty ring ... */
 #define NAPS 25        /* ... so many times (5 ms), then it dozes until the loop rings */
 #define DOZE_MS 100    /* the longest doze (a ring of the doorbell can be missed: see below) */
@@ -42,14 +42,15 @@
 #define EPB_OUTBOUND 2u
 #define LINKTYPE_ETHERNET 1
 
-/* what the producer writes in front of each frame's bytes; records are 8-byte aligned */
-struct rec {
-	uint32_t size;   /* the whole record, padded */
-	uint32_t dir;
-	uint32_t caplen; /* bytes that follow */
-	uint32_t len;    /* the frame's length on the wire */
-	uint64_t ts_ns;  /* CLOCK_REALTIME */
-};
+/*
+ * The ring holds the file's own Enhanced Packet Blocks, written whole by the
+ * producer: the writer hands them to write() straight from the ring (one copy,
+ * into the page cache), never through a buffer of its own. Blocks are
+ * multiples of 4 bytes, so every block starts 4-byte aligned in the ring.
+ */
+#define EPB_HEAD 28 /* type, total length, interface, timestamp (2), caplen, len */
+#define EPB_TAIL 16 /* the epb_flags option, opt_endofopt, total length again */
+#define WRITE_MAX (1u << 20) /* the most one write() takes: the ring is freed as it goes */
 
 struct nmb_capture {
 	/* the producer's line */
@@ -74,8 +75,8 @@ struct nmb_capture {
 	uint64_t file_bytes, in_file;
 	uint32_t files;
 	char *if_name[2];
-	uint8_t *out;        /* blocks waiting for write() */
-	uint32_t out_len, out_frames;
+	uint8_t *out;        /* a section's headers, waiting for write() */
+	uint32_t out_len;
 	pthread_t thread;
 	int started;
 };
@@ -114,13 +115,20 @@ static void ring_doorbell(struct nmb_capture *c)
 	}
 }
 
+static void put_le32(uint8_t *at, uint32_t v)
+{
+	memcpy(at, &v, 4);
+}
+
 int nmb_capture_frame(void *cap, uint32_t dir, const struct iovec *iov, int niov, uint32_t len)
 {
+	static const uint8_t zeros[4];
 	struct nmb_capture *c = cap;
 	uint64_t head = atomic_load_explicit(&c->head, memory_order_relaxed);
 	uint32_t caplen = len < c->snaplen ? len : c->snaplen, left;
-	uint64_t need = (sizeof(struct rec) + caplen + 7u) & ~(uint64_t)7u, pos;
-	struct rec r;
+	uint32_t need = EPB_HEAD + pad4(caplen) + EPB_TAIL;
+	uint64_t pos, ts_ns;
+	uint8_t h[EPB_HEAD], t[EPB_TAIL];
 	struct timespec ts;
 
 	if (c->match != NULL && niov > 0 &&
@@ -134,13 +142,16 @@ int nmb_capture_frame(void *cap, uint32_t dir, const struct iovec *iov, int niov
 			return 0;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	r.size = (uint32_t)need;
-	r.dir = dir;
-	r.caplen = caplen;
-	r.len = len;
-	r.ts_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	ring_put(c, head, &r, sizeof(r));
-	pos = head + sizeof(r);
+	ts_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	put_le32(h, PCAPNG_EPB);
+	put_le32(h + 4, need);
+	put_le32(h + 8, dir); /* the interface: one IDB per direction */
+	put_le32(h + 12, (uint32_t)(ts_ns >> 32));
+	put_le32(h + 16, (uint32_t)ts_ns);
+	put_le32(h + 20, caplen);
+	put_le32(h + 24, len);
+	ring_put(c, head, h, EPB_HEAD);
+	pos = head + EPB_HEAD;
 	left = caplen;
 	for (int k = 0; k < niov && left > 0; k++) {
 		uint32_t piece = iov[k].iov_len < left ? (uint32_t)iov[k].iov_len : left;
@@ -149,6 +160,14 @@ int nmb_capture_frame(void *cap, uint32_t dir, const struct iovec *iov, int niov
 		pos += piece;
 		left -= piece;
 	}
+	if (pad4(caplen) > caplen)
+		ring_put(c, pos, zeros, pad4(caplen) - caplen);
+	pos = head + EPB_HEAD + pad4(caplen);
+	put_le32(t, EPB_FLAGS | 4u << 16); /* code, then length 4 */
+	put_le32(t + 4, dir == 0 ? EPB_INBOUND : EPB_OUTBOUND);
+	put_le32(t + 8, OPT_END);
+	put_le32(t + 12, need);
+	ring_put(c, pos, t, EPB_TAIL);
 	atomic_store_explicit(&c->head, head + need, memory_order_release);
 	/* a writer idle for a while dozes: ring (a non-blocking eventfd write, once per
 	 * doze). No fence here: a writer that began to doze just now may be missed; the
@@ -232,28 +251,61 @@ static void fail(struct nmb_capture *c, int err)
 	atomic_compare_exchange_strong(&c->failed, &none, err ? err : EIO);
 }
 
-/* write() what waits; on an error the capture stops and what waited is lost */
-static void flush_out(struct nmb_capture *c)
+/* writev() the whole of iov (changed as it goes): 0, or -1 once the capture has failed */
+static int write_all(struct nmb_capture *c, struct iovec *iov, int n)
 {
-	uint32_t done = 0;
+	while (n > 0 && !atomic_load(&c->failed)) {
+		ssize_t w = writev(c->fd, iov, n);
 
-	while (done < c->out_len && !atomic_load(&c->failed)) {
-		ssize_t n = write(c->fd, c->out + done, c->out_len - done);
-
-		if (n < 0 && errno == EINTR)
+		if (w < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			fail(c, n < 0 ? errno : EIO);
+		if (w <= 0) {
+			fail(c, w < 0 ? errno : EIO);
 			break;
 		}
-		done += (uint32_t)n;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
 	}
-	if (atomic_load(&c->failed))
-		atomic_fetch_add_explicit(&c->lost, c->out_frames, memory_order_relaxed);
-	else
-		atomic_fetch_add_explicit(&c->written, c->out_frames, memory_order_relaxed);
+	return atomic_load(&c->failed) ? -1 : 0;
+}
+
+/* write() the section's headers that wait in out */
+static void flush_out(struct nmb_capture *c)
+{
+	struct iovec iov = {c->out, c->out_len};
+
+	if (c->out_len > 0)
+		write_all(c, &iov, 1);
 	c->out_len = 0;
-	c->out_frames = 0;
+}
+
+/* The frames' blocks in the ring from from to to, straight to the file; on an
+ * error the capture stops and they are lost. */
+static void write_run(struct nmb_capture *c, uint64_t from, uint64_t to, uint32_t frames)
+{
+	uint64_t off = from & c->mask, n = to - from;
+	struct iovec iov[2];
+	int k = 1;
+
+	iov[0].iov_base = c->ring + off;
+	iov[0].iov_len = c->size - off < n ? c->size - off : n;
+	if (iov[0].iov_len < n) {
+		iov[1].iov_base = c->ring;
+		iov[1].iov_len = n - iov[0].iov_len;
+		k = 2;
+	}
+	if (write_all(c, iov, k) == 0)
+		atomic_fetch_add_explicit(&c->written, frames, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(&c->lost, frames, memory_order_relaxed);
+	c->in_file += n;
 }
 
 int nmb_capture_file_name(char *buf, uint32_t size, const char *path, uint32_t n, uint32_t files)
@@ -303,40 +355,7 @@ static void next_file(struct nmb_capture *c)
 	atomic_fetch_add_explicit(&c->opened, 1, memory_order_relaxed);
 	put_headers(c);
 	c->in_file = c->out_len;
-}
-
-/* One Enhanced Packet Block for the record at pos (its header already read). */
-static void put_packet(struct nmb_capture *c, const struct rec *r, uint64_t pos)
-{
-	uint32_t start, flags = r->dir == 0 ? EPB_INBOUND : EPB_OUTBOUND;
-	uint32_t before;
-
-	/* tcpdump -C: a new file before a packet once the current one is larger */
-	if (c->file_bytes > 0 && c->in_file > c->file_bytes)
-		next_file(c);
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed)) {
-		atomic_fetch_add_explicit(&c->lost, 1, memory_order_relaxed);
-		return;
-	}
-	if (c->out_len + 64 + pad4(r->caplen) > OUT_SIZE)
-		flush_out(c);
-	before = c->out_len;
-	start = c->out_len;
-	put32(c, PCAPNG_EPB);
-	put32(c, 0);
-	put32(c, r->dir);
-	put32(c, (uint32_t)(r->ts_ns >> 32));
-	put32(c, (uint32_t)r->ts_ns);
-	put32(c, r->caplen);
-	put32(c, r->len);
-	ring_get(c, pos, c->out + c->out_len, r->caplen);
-	memset(c->out + c->out_len + r->caplen, 0, pad4(r->caplen) - r->caplen);
-	c->out_len += pad4(r->caplen);
-	put_option(c, EPB_FLAGS, &flags, 4);
-	put32(c, OPT_END);
-	end_block(c, start);
-	c->out_frames++;
-	c->in_file += c->out_len - before;
+	flush_out(c);
 }
 
 /* Wait for the loop's doorbell (or DOZE_MS, or the stop): an idle capture costs
@@ -368,8 +387,6 @@ static void *writer(void *arg)
 		uint64_t head = atomic_load_explicit(&c->head, memory_order_acquire);
 
 		if (head == tail) {
-			if (c->out_len > 0)
-				flush_out(c);
 			if (atomic_load_explicit(&c->stop, memory_order_acquire)) {
 				if (atomic_load_explicit(&c->head, memory_order_acquire) == tail)
 					break;
@@ -384,14 +401,26 @@ static void *writer(void *arg)
 		}
 		naps = 0;
 		while (tail != head) {
-			struct rec r;
+			uint64_t end = tail;
+			uint32_t frames = 0;
 
-			ring_get(c, tail, &r, sizeof(r));
-			put_packet(c, &r, tail + sizeof(r));
-			tail += r.size;
+			/* tcpdump -C: a new file before a packet once the current one is larger */
+			if (c->file_bytes > 0 && c->in_file > c->file_bytes &&
+			    !atomic_load_explicit(&c->failed, memory_order_relaxed))
+				next_file(c);
+			/* a run of whole blocks, up to the one that fills the file */
+			while (end != head && end - tail < WRITE_MAX) {
+				uint32_t size;
+
+				ring_get(c, end + 4, &size, 4);
+				end += size;
+				frames++;
+				if (c->file_bytes > 0 && c->in_file + (end - tail) > c->file_bytes)
+					break;
+			}
+			write_run(c, tail, end, frames);
+			tail = end;
 			atomic_store_explicit(&c->tail, tail, memory_order_release);
-			if (c->out_len >= OUT_FLUSH)
-				flush_out(c);
 		}
 	}
 	return NULL;
