@@ -1,12 +1,13 @@
 /*
  * Capture: copies of the frames that cross, written as pcapng by a thread of
  * its own. The loop's side (nmb_capture_frame, the engine's capture hook)
- * only copies into a bounded single-producer/single-consumer ring: it never
- * blocks, never allocates, and says 0 when the ring is full (the engine counts
- * that frame as capture_dropped; it crosses all the same). The writer drains
- * the ring into pcapng: a Section Header Block, one Interface Description
- * Block per direction (Ethernet, nanosecond timestamps), an Enhanced Packet
- * Block per frame with its direction in epb_flags: frames from port 0 on
+ * only copies each frame, as the Enhanced Packet Block it becomes, into a
+ * bounded single-producer/single-consumer ring: it never blocks, never
+ * allocates, and says 0 when the ring is full (the engine counts that frame
+ * as capture_dropped; it crosses all the same). The writer hands the blocks
+ * to writev() straight from the ring, after the file's Section Header Block
+ * and one Interface Description Block per direction (Ethernet, nanosecond
+ * timestamps). Each block has its direction in epb_flags: frames from port 0 on
  * interface 0 flagged inbound, frames from port 1 on interface 1 flagged
  * outbound (port 0 is the wire side, as tcpdump sees an interface).
  * Rotation as tcpdump's -C/-W: each file a whole pcapng.
