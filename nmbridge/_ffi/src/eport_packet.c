@@ -515,7 +515,8 @@ static int packet_rxsync(struct nmb_port *p, struct nmb_ring_stats *rxs)
 		/* judged on the copy of the header, not on the slot just written: reading
 		 * that back would wait for the store's cache miss */
 		if (hdr > 0 && (ok = nmb_eport_hdr_ok(p, &vh, hdr + len + vlan, bs, rxs)) == 0) {
-			rx_advance(pk);
+			rx_advance(pk); /* dropped and counted, read all the same */
+			got++;
 			continue;
 		}
 		if (vlan) {
