@@ -127,6 +127,26 @@ class Bridge:
         status = self.wait_exit(timeout)
         return status, time.monotonic() - sent
 
+    @contextlib.contextmanager
+    def paused(self, timeout: float = 10.0) -> Iterator[None]:
+        """SIGSTOP for the block, SIGCONT after: inside it every thread of the bridge is
+        stopped at the edge of user space, none half way through a system call (a send()).
+        Don't read its stats meanwhile: it may have stopped in the middle of a publish."""
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            wait_for(f"bridge '{self.name}' to stop (SIGSTOP)", self._stopped, timeout,
+                     self.proc, self.log)
+            yield
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+
+    def _stopped(self) -> bool:
+        states = []
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                states.append(task.joinpath("stat").read_text().rpartition(")")[2].split()[0])
+        return bool(states) and all(s in ("T", "t") for s in states)
+
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
             return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
@@ -180,6 +200,9 @@ class Stream:
     port: int
     sends: list[dict[str, Any]] = field(default_factory=list)
     recvs: list[dict[str, Any]] = field(default_factory=list)
+    #: the round's udp-send while run_round runs it: `during` may end it early (SIGTERM:
+    #: it stops and reports what it sent)
+    sender: subprocess.Popen[str] | None = field(default=None, repr=False)
 
     @property
     def sent(self) -> int:
@@ -255,6 +278,7 @@ class Lab:
                 "--port", str(s.port),
                 "--rate", f"{rate:g}", "--sizes" if "," in sizes else "--size-range", sizes,
                 "--timeout", f"{seconds:g}"), stdout=subprocess.PIPE, text=True)
+            s.sender = send
             sends.append((s, send, recv))
         if during is not None:
             during()

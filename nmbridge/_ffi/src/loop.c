@@ -241,30 +241,50 @@ static uint64_t rx_bytes(const struct nmb_bridge *b)
 	return sum;
 }
 
-/*
- * A wake-up from poll(): was the rate since the last one a load worth
- * coalescing? Only of small frames: a TCP flow's super-frames (64 KiB each,
- * with offloads) already come dozens of segments a wake-up, and holding its
- * ACKs back would only slow the flow (measured: 4.7 against 17 Gbit/s).
- */
-static void note_wake(struct nmb_bridge *b)
+static int coalescing_applies(const struct nmb_bridge *b)
 {
-	uint64_t t, frames, bytes;
+	return b->coalesce_us && is_emulated(b->port[0]) && is_emulated(b->port[1]);
+}
 
-	if (!b->coalesce_us || !is_emulated(b->port[0]) || !is_emulated(b->port[1]))
-		return; /* nothing to coalesce: no clock read per wake-up */
-	t = now_ns();
-	bytes = rx_bytes(b);
-	frames = b->forwarded - b->forwarded_at_wake;
+/*
+ * A wake-up from poll() ends an interval: the frames that arrived in it are
+ * those the passes after the wake-up take in, not those the passes after the
+ * wake-up before took in. Paired with the wrong interval, a wake-up that comes
+ * late (the loop waits for a CPU on a busy machine) judged the few frames of
+ * the interval before it by its own long one, and the many that gathered
+ * meanwhile by the short one after: a sustained load looked as if it kept
+ * stopping, and was not coalesced.
+ */
+void nmb_coalesce_woke(struct nmb_bridge *b, uint64_t now_ns)
+{
+	uint64_t gap = now_ns - b->last_wake_ns;
+
+	/* one not judged yet (the loop judges each before it polls again): one interval */
+	b->wake_gap_ns = b->woke ? b->wake_gap_ns + gap : gap;
+	b->last_wake_ns = now_ns;
+	b->woke = 1;
+}
+
+/*
+ * The frames of the interval the last wake-up ended are in: was its rate a
+ * load worth coalescing? Only of small frames: a TCP flow's super-frames
+ * (64 KiB each, with offloads) already come dozens of segments a wake-up, and
+ * holding its ACKs back would only slow the flow (measured: 4.7 against 17
+ * Gbit/s).
+ */
+void nmb_coalesce_settled(struct nmb_bridge *b, uint64_t forwarded, uint64_t bytes)
+{
+	uint64_t frames = forwarded - b->forwarded_at_judged;
+
 	/* frames / interval * coalesce_us >= NMB_COALESCE_GATHER, without dividing */
-	if (frames * b->coalesce_us * 1000u >= NMB_COALESCE_GATHER * (t - b->last_wake_ns) &&
-	    bytes - b->bytes_at_wake <= frames * NMB_COALESCE_MAX_AVG)
+	if (frames * b->coalesce_us * 1000u >= NMB_COALESCE_GATHER * b->wake_gap_ns &&
+	    bytes - b->bytes_at_judged <= frames * NMB_COALESCE_MAX_AVG)
 		b->coalesce_streak += b->coalesce_streak < NMB_COALESCE_AFTER_MAX;
 	else
 		b->coalesce_streak = 0;
-	b->last_wake_ns = t;
-	b->forwarded_at_wake = b->forwarded;
-	b->bytes_at_wake = bytes;
+	b->forwarded_at_judged = forwarded;
+	b->bytes_at_judged = bytes;
+	b->woke = 0;
 }
 
 static void count_syncs(struct nmb_bridge *b, struct nmb_port *p)
@@ -536,8 +556,8 @@ static int wait_events(struct nmb_bridge *b, const int *up, int idle, uint64_t l
 			return NMB_RUN_SIGNAL;
 		return fail(b, ps.port[0], errno);
 	}
-	if (n > 0 && timeout > 0)
-		note_wake(b);
+	if (n > 0 && timeout > 0 && coalescing_applies(b))
+		nmb_coalesce_woke(b, now_ns()); /* no clock read per wake-up otherwise */
 	return handle_revents(b, &ps);
 }
 
@@ -584,6 +604,8 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms)
 		if ((r = push(b, up)) < 0)
 			return r;
 		idle = got == 0 && moved == 0;
+		if (idle && b->woke)
+			nmb_coalesce_settled(b, b->forwarded, rx_bytes(b));
 		/* one pass a sleep: what arrives meanwhile waits for the next one */
 		napped = (idle || napped) && may_coalesce(b, up);
 		if (napped) {

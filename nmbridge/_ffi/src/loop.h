@@ -27,9 +27,11 @@ struct nmb_bridge {
 	uint32_t coalesce_us;     /* emulated ports: gather frames this long between wake-ups under load (0: off) */
 	uint32_t coalesce_streak; /* busy wake-ups in a row (NMB_COALESCE_GATHER) */
 	uint32_t coalesce_after;  /* the streak that starts coalescing */
+	int woke;                 /* a wake-up whose frames are not all in yet (nmb_coalesce_settled) */
 	uint64_t last_wake_ns;    /* when poll() last returned with events */
-	uint64_t forwarded_at_wake; /* forwarded then */
-	uint64_t bytes_at_wake;   /* the bytes that entered then */
+	uint64_t wake_gap_ns;     /* the interval that wake-up ended */
+	uint64_t forwarded_at_judged; /* forwarded when the last wake-up was judged */
+	uint64_t bytes_at_judged; /* the bytes that had entered then */
 	uint32_t burst;
 	int poll_timeout_ms;
 	int stop;                 /* set from any thread to end nmb_bridge_run */
@@ -54,6 +56,15 @@ int nmb_bridge_run(struct nmb_bridge *b, uint32_t budget_ms);
 int nmb_bridge_flush(struct nmb_bridge *b, uint32_t timeout_ms); /* frames dropped at the stop */
 void nmb_bridge_publish(struct nmb_bridge *b);
 void nmb_bridge_request_stop(struct nmb_bridge *b);
+
+/*
+ * Coalescing's measure of a load, as the loop takes it (exported for the
+ * tests, which play the clock): poll() returned with events at now_ns; then,
+ * once the passes after it have taken in what woke it, `forwarded` frames of
+ * `bytes` had entered the bridge in all.
+ */
+void nmb_coalesce_woke(struct nmb_bridge *b, uint64_t now_ns);
+void nmb_coalesce_settled(struct nmb_bridge *b, uint64_t forwarded, uint64_t bytes);
 
 /*
  * Before the first run: the filter of the frames from port `from` (match
