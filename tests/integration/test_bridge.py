@@ -584,7 +584,8 @@ def test_wait_link_is_link_wait_and_one_clock_for_uptime(sb: Sandbox) -> None:
     assert status == 0, log.read_text()
     totals = parse_totals(log.read_text().splitlines())
     assert totals is not None, log.read_text()
-    # the bridge's figure is the stats file's uptime plus the time since it was read
+    # the bridge's figure is the stats file's uptime plus the time since it was read,
+    # printed to a tenth of a second (2.03 s reads "2.0 s")
     assert uptime >= 1.5
-    assert uptime <= totals.seconds <= uptime + (stopped - asked) + 0.5, (
+    assert uptime - 0.06 <= totals.seconds <= uptime + (stopped - asked) + 0.5, (
         uptime, totals.seconds)
