@@ -202,15 +202,37 @@ def test_rotation_without_a_count_numbers_from_the_second_file(tmp_path) -> None
     assert sorted(os.listdir(tmp_path)) == ["r", "r1", "r2", "r3", "r4"]
 
 
-def _writer_switches() -> int:
-    """Context switches of this process's capture writer thread (named nmb-capture)."""
+def _writer_tid() -> int:
+    """This process's capture writer thread (named nmb-capture)."""
     for task in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{task}/comm") as f:
             if f.read().strip() == "nmb-capture":
-                with open(f"/proc/self/task/{task}/status") as f:
-                    return sum(int(line.split()[1]) for line in f
-                               if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+                return int(task)
     raise AssertionError("no nmb-capture thread")
+
+
+def _writer_switches() -> int:
+    """Context switches of the capture writer thread."""
+    with open(f"/proc/self/task/{_writer_tid()}/status") as f:
+        return sum(int(line.split()[1]) for line in f
+                   if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+
+
+def test_the_writer_yields_its_core_to_forwarding() -> None:
+    """The writer runs as SCHED_IDLE (the loop's thread keeps its own policy): on a
+    core both share, forwarding comes first and the capture takes what is left."""
+    import select
+
+    rfd, wfd = os.pipe()
+    cap = Capture(wfd, NAMES)
+    try:
+        assert select.select([rfd], [], [], 5)[0]  # the headers: the writer is past its start
+        os.read(rfd, 1 << 16)
+        assert os.sched_getscheduler(_writer_tid()) == os.SCHED_IDLE
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        cap.close()
+        os.close(rfd)
 
 
 def test_an_idle_writer_dozes_and_the_loop_wakes_it_for_a_frame() -> None:

@@ -5,7 +5,8 @@
  * grow, the producer publishes a record with a release store of head after
  * writing it, the writer frees its bytes with a release store of tail after
  * copying them out. Neither side ever waits for the other: a full ring is a
- * frame not captured, an empty one a short sleep of the writer.
+ * frame not captured, an empty one a short sleep of the writer. Nor does the
+ * writer take the loop's CPU: it runs as SCHED_IDLE (see background()).
  */
 #include "capture.h"
 
@@ -13,11 +14,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -374,12 +377,29 @@ static void doze(struct nmb_capture *c, uint64_t tail)
 	}
 }
 
+/* The writer's thread yields its core to any other work, the loop's first: on a
+ * core that forwarding keeps busy the ring fills and frames cross uncaptured
+ * (counted), rather than the writer's copies into the page cache taking the
+ * loop's time (tcpdump's bargain: the kernel forwards first, the capture
+ * process gets what is left). SCHED_IDLE where it is allowed, else the lowest
+ * nice value; lowering one's own priority needs no privilege. */
+static void background(void)
+{
+	struct sched_param none = {0};
+
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &none) != 0 &&
+	    setpriority(PRIO_PROCESS, (id_t)gettid(), 19) != 0) {
+		/* neither: the capture still works, sharing the core as any thread does */
+	}
+}
+
 static void *writer(void *arg)
 {
 	struct nmb_capture *c = arg;
 	uint64_t tail = atomic_load(&c->tail);
 	int naps = 0;
 
+	background();
 	put_headers(c);
 	c->in_file = c->out_len;
 	flush_out(c);
