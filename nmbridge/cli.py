@@ -380,10 +380,11 @@ def explain_cmd(names: tuple[str, ...], as_json: bool) -> None:
 @click.option("-q", "--quiet", count=True, help="Only the summary.")
 def demo_cmd(duration: float, rate: int, live: bool | None, quiet: int) -> None:
     """Bridge a veth and a TAP in throw-away network namespaces and send real
-    traffic through it (ping and UDP, both ways); print what arrived. Needs root.
+    traffic through it (ping and UDP, then TCP with Linux's default offloads,
+    both ways); print what arrived. Needs root.
 
     Everything it creates is removed when it ends, also on Ctrl-C. Exit 1 if a
-    frame was lost or a ping went unanswered.
+    frame was lost, a ping went unanswered or a TCP stream did not arrive whole.
     """
     from nmbridge.commands.demo import DemoOptions, run_demo
 

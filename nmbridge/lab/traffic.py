@@ -3,13 +3,17 @@
     python -m nmbridge.lab.traffic ping 198.18.0.2 --count 3
     python -m nmbridge.lab.traffic udp-recv 198.18.0.2 --count 1000
     python -m nmbridge.lab.traffic udp-send 198.18.0.2 --count 1000 --size-range 18:1472
+    python -m nmbridge.lab.traffic tcp-recv 198.18.0.2 --run-id 7
+    python -m nmbridge.lab.traffic tcp-send 198.18.0.2 --run-id 7 --seconds 2
 
-Each prints one JSON object on stdout when it is done (udp-recv prints
-"READY" first, once its socket is bound). Every datagram carries a header
+Each prints one JSON object on stdout when it is done (the receivers print
+"READY" first, once their socket is bound). Every datagram carries a header
 (magic, run id, sequence number, length) and a payload computed from its
 sequence number, so the receiver tells exactly what arrived: complete, in
-order, intact. Counts and times are bounded, and only the sandbox's
-addresses (198.18.0.0/15) are accepted as targets.
+order, intact. A TCP stream is one block of bytes computed from the run id,
+repeated: the receiver checks every byte it reads against it. Counts and
+times are bounded, and only the sandbox's addresses (198.18.0.0/15) are
+accepted as targets.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import errno
 import ipaddress
 import json
 import os
+import random
 import secrets
 import select
 import signal
@@ -27,6 +32,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +56,8 @@ READY = "READY"
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
 _PATTERN = bytes(range(256)) * (MAX_PAYLOAD // 256 + 2)
+#: a TCP stream repeats a block of this many bytes, computed from its run id
+TCP_BLOCK = 1 << 20
 
 
 class TrafficError(Exception):
@@ -120,6 +128,8 @@ class _Stop:
 
     def __init__(self) -> None:
         self.requested = False
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals are the main thread's: a run in a thread runs to its end
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handler)
 
@@ -237,6 +247,74 @@ def udp_recv(bind: str, port: int, count: int, run_id: int, timeout: float, idle
             "seconds": round(last - first, 3) if received else 0.0}
 
 
+# ---------------------------------------------------------------- TCP
+
+
+def tcp_block(run_id: int) -> bytes:
+    """The bytes a TCP stream of this run repeats (pseudo-random: no pattern a segmenter
+    or a checksum could get right by chance)."""
+    return random.Random(run_id).randbytes(TCP_BLOCK)
+
+
+def tcp_send(dst: str, port: int, run_id: int, seconds: float, timeout: float) -> dict[str, Any]:
+    """Send the run's stream for seconds, as fast as TCP takes it, then close."""
+    stop = _Stop()
+    block = memoryview(tcp_block(run_id))
+    sent, error = 0, ""
+    started = time.monotonic()
+    try:
+        with socket.create_connection((dst, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)  # a stalled send() is an error, not a hang
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not stop.requested:
+                sent += sock.send(block[sent % TCP_BLOCK :])
+            sock.shutdown(socket.SHUT_WR)
+            # wait for the receiver to close: every byte is in by then
+            sock.recv(1)
+    except OSError as exc:  # socket.timeout included
+        error = f"{type(exc).__name__}: {exc}"
+    return {"kind": "tcp-send", "dst": dst, "port": port, "run_id": run_id, "bytes": sent,
+            "seconds": round(time.monotonic() - started, 3), "error": error}
+
+
+def tcp_recv(bind: str, port: int, run_id: int, timeout: float,
+             ready: Any = None) -> dict[str, Any]:
+    """Take one connection and read it to its end, checking every byte against the
+    run's stream."""
+    stop = _Stop()
+    block = tcp_block(run_id)
+    twice = block + block  # a chunk that wraps around the block compares in one piece
+    got = corrupt = 0
+    eof, error = False, ""
+    first = last = 0.0
+    deadline = Deadline.after(timeout)
+    with socket.create_server((bind, port)) as server:
+        if ready is not None:
+            ready()
+        try:
+            server.settimeout(timeout)
+            conn, _ = server.accept()
+            with conn:
+                while not stop.requested:
+                    conn.settimeout(max(0.01, deadline.left()))
+                    data = conn.recv(1 << 18)
+                    if not data:
+                        eof = True
+                        break
+                    now = time.monotonic()
+                    first = first or now
+                    last = now
+                    off = got % TCP_BLOCK
+                    if data != twice[off : off + len(data)]:
+                        corrupt += 1
+                    got += len(data)
+        except OSError as exc:  # socket.timeout included
+            error = f"{type(exc).__name__}: {exc}"
+    return {"kind": "tcp-recv", "bind": bind, "port": port, "run_id": run_id, "bytes": got,
+            "eof": eof, "corrupt_reads": corrupt, "intact": eof and corrupt == 0 and not error,
+            "seconds": round(last - first, 3), "error": error}
+
+
 # ---------------------------------------------------------------- ping
 
 
@@ -347,6 +425,14 @@ def _parser() -> argparse.ArgumentParser:
     recv = sub.choices["udp-recv"]
     recv.add_argument("--idle", type=float, default=1.0,
                       help="stop this long after the last datagram (0: wait for timeout)")
+    for name in ("tcp-send", "tcp-recv"):
+        sp = sub.add_parser(name)
+        sp.add_argument("addr", help="destination (send) or address to bind (recv)")
+        sp.add_argument("--port", type=int, default=DEFAULT_PORT + 1)
+        sp.add_argument("--run-id", type=int, default=0)
+        sp.add_argument("--timeout", type=_seconds, default=30.0)
+    sub.choices["tcp-send"].add_argument("--seconds", type=_seconds, default=2.0,
+                                         help="how long to send")
     return p
 
 
@@ -367,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = udp_send(dst, args.port, args.count, sizes, args.rate, args.run_id,
                               args.timeout, args.bind)
             ok = report["sent"] == args.count
+        elif args.command == "tcp-send":
+            report = tcp_send(check_address(args.addr), args.port, args.run_id, args.seconds,
+                              args.timeout)
+            ok = not report["error"]
         else:
             addr = check_address(args.addr)
 
@@ -374,9 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(READY + "\n")
                 sys.stdout.flush()
 
-            report = udp_recv(addr, args.port, args.count, args.run_id, args.timeout,
-                              args.idle, ready)
-            ok = report["complete"] and report["in_order"]
+            if args.command == "tcp-recv":
+                report = tcp_recv(addr, args.port, args.run_id, args.timeout, ready)
+                ok = report["intact"]
+            else:
+                report = udp_recv(addr, args.port, args.count, args.run_id, args.timeout,
+                                  args.idle, ready)
+                ok = report["complete"] and report["in_order"]
     except TrafficError as exc:
         sys.stderr.write(f"nmbridge.lab.traffic: error: {exc}\n")
         return 2
@@ -415,7 +509,7 @@ def read_report(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 
 
 def wait_ready(proc: subprocess.Popen[str], timeout: float) -> None:
-    """Wait for a udp-recv process to say READY."""
+    """Wait for a receiver (udp-recv, tcp-recv) to say READY."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     deadline = Deadline.after(timeout)
@@ -429,7 +523,7 @@ def wait_ready(proc: subprocess.Popen[str], timeout: float) -> None:
             break
         line += byte
     if line.strip().decode(errors="replace") != READY:
-        raise TrafficError(f"the UDP receiver did not start (exit status {proc.poll()})")
+        raise TrafficError(f"the receiver did not start (exit status {proc.poll()})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,3 +59,39 @@ def test_the_demos_traffic_runs_the_installed_package(source_tree: Path) -> None
 ])
 def test_a_failed_child_is_heard_in_its_own_words(lines: list[str], said: str) -> None:
     assert child_error(lines) == said
+
+
+def _tcp_pair(stream: bytes, run_id: int) -> dict[str, object]:
+    """tcp-recv's report for a connection that sent stream (over loopback: the checker
+    alone, no namespaces)."""
+    import socket
+    import threading
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ready = threading.Event()
+    out: dict[str, object] = {}
+    t = threading.Thread(target=lambda: out.update(
+        traffic.tcp_recv("127.0.0.1", port, run_id, 10, ready.set)))
+    t.start()
+    assert ready.wait(10)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(stream)
+    t.join(10)
+    return out
+
+
+def test_the_tcp_receiver_checks_every_byte_of_the_stream() -> None:
+    block = traffic.tcp_block(7)
+    whole = block * 2 + block[:12345]  # around the block's end, and a short tail
+    good = _tcp_pair(whole, 7)
+    assert (good["bytes"], good["eof"], good["corrupt_reads"], good["intact"], good["error"]) == (
+        len(whole), True, 0, True, "")
+    flipped = bytearray(whole)
+    flipped[len(block) + 999] ^= 0x01  # one bit, in the second round of the block
+    bad = _tcp_pair(bytes(flipped), 7)
+    assert (bad["bytes"], bad["eof"], bad["intact"]) == (len(whole), True, False)
+    assert bad["corrupt_reads"] == 1
+    other = _tcp_pair(block[:4096], 8)  # another run's stream
+    assert other["intact"] is False
