@@ -159,6 +159,17 @@ def test_privileges_are_two_capabilities_and_two_devices() -> None:
     assert {"AF_UNIX", "AF_NETLINK", "AF_PACKET"} <= set(families)
 
 
+def test_the_system_call_filter_lets_back_only_what_the_capture_writer_needs() -> None:
+    """A service's calls, minus privileged ones and resource changes, but the one call
+    with which capture.c's writer lowers itself to SCHED_IDLE; realtime stays refused."""
+    assert values("SystemCallFilter") == ["@system-service", "~@privileged @resources",
+                                          "sched_setscheduler"]
+    assert values("RestrictRealtime") == ["yes"]
+    assert values("SystemCallErrorNumber") == ["EPERM"]
+    source = (ROOT / "nmbridge" / "_ffi" / "src" / "capture.c").read_text()
+    assert "pthread_setschedparam(pthread_self(), SCHED_IDLE" in source
+
+
 #: what the service must still see: the Python it runs and nmbridge (root's pip install in
 #: /usr/local, a venv in /opt), the interfaces and netmap's parameters, its own /proc, the
 #: two device nodes, the stats directory (%t/nmbridge) and sd_notify's socket
@@ -375,9 +386,10 @@ def test_systemd_analyze_security_exposure_is_low(
         unavailable("this systemd-analyze has no 'security --offline' (systemd < 250)")
     unit, env = _testable_unit(tmp_path, "nmbridge@eth0.service")
     score, report = exposure(analyze, unit, env)
-    # root with two capabilities and the host's network: "OK" is below 4.0; more than 2.1
-    # (systemd 252's figure when the file system view was cut down) means a protection was lost
-    assert score <= 2.1, report
+    # root with two capabilities and the host's network: "OK" is below 4.0; more than 2.2
+    # (systemd 252's figure: 2.1 when the file system view was cut down, and 0.2 for the
+    # one call of @resources the capture's writer needs, rounded) means a protection was lost
+    assert score <= 2.2, report
     # the README and the man page give the figure for one version of systemd: that one's
     m = re.search(r'exposure \*\*(\d\.\d) \("OK"\)\*\*\nwith systemd (\d+)', README.read_text())
     assert m, "the README gives no exposure figure"
