@@ -258,3 +258,43 @@ def test_an_idle_writer_dozes_and_the_loop_wakes_it_for_a_frame() -> None:
     finally:
         cap.close()
         os.close(rfd)
+
+
+def _written_by(tid: int) -> int:
+    """Bytes this thread has handed to write() and writev() (the kernel's wchar)."""
+    with open(f"/proc/self/task/{tid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+
+
+def test_the_closing_thread_writes_what_a_starved_writer_left(tmp_path) -> None:
+    """On a core that others keep busy the SCHED_IDLE writer gets next to no time: the
+    close does not wait for it to drain the ring, it writes the rest itself."""
+    import subprocess
+    import sys
+
+    cpu = min(os.sched_getaffinity(0))
+    mask = os.sched_getaffinity(0)
+    path = str(tmp_path / "c.pcapng")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})  # this thread, the writer and the hog on one core
+        cap = open_file(path)
+        os.sched_setaffinity(_writer_tid(), {cpu})
+        time.sleep(0.05)  # the writer is past its headers, the hog runs
+        body = frame(0, 1514)[4:]
+        frames = [k.to_bytes(4, "big") + body for k in range(15000)]  # 23 MB of 32 MiB
+        assert [give(cap, k & 1, f) for k, f in enumerate(frames)] == [1] * len(frames)
+        me = threading.get_native_id()
+        before = _written_by(me)
+        cap.close()
+        wrote = _written_by(me) - before
+    finally:
+        os.sched_setaffinity(0, mask)
+        hog.kill()
+        hog.wait()
+    [section] = read(path)
+    assert [p.data for p in section.packets] == frames
+    # more than the doorbell's 8 bytes: at least a run of blocks (up to 1 MiB) went out
+    # by this thread; a writer with next to no time cannot have written 23 MB meanwhile
+    assert wrote > 1 << 20, f"the close left the ring to the writer (this thread wrote {wrote})"

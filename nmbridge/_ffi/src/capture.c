@@ -6,7 +6,8 @@
  * writing it, the writer frees its bytes with a release store of tail after
  * copying them out. Neither side ever waits for the other: a full ring is a
  * frame not captured, an empty one a short sleep of the writer. Nor does the
- * writer take the loop's CPU: it runs as SCHED_IDLE (see background()).
+ * writer take the loop's CPU: it runs as SCHED_IDLE (see background()), and
+ * what the ring holds at the close is written by the closing thread.
  */
 #include "capture.h"
 
@@ -393,6 +394,39 @@ static void background(void)
 	}
 }
 
+/* Write the blocks from tail up to head, a run at a time, and free them; between two
+ * runs, stop early once *quit is set (NULL: never). The new tail. */
+static uint64_t write_runs(struct nmb_capture *c, uint64_t tail, uint64_t head,
+			   const _Atomic int *quit)
+{
+	while (tail != head && (quit == NULL || !atomic_load_explicit(quit, memory_order_acquire))) {
+		uint64_t end = tail;
+		uint32_t frames = 0;
+
+		/* tcpdump -C: a new file before a packet once the current one is larger */
+		if (c->file_bytes > 0 && c->in_file > c->file_bytes &&
+		    !atomic_load_explicit(&c->failed, memory_order_relaxed))
+			next_file(c);
+		/* a run of whole blocks, up to the one that fills the file */
+		while (end != head && end - tail < WRITE_MAX) {
+			uint32_t size;
+
+			ring_get(c, end + 4, &size, 4);
+			end += size;
+			frames++;
+			if (c->file_bytes > 0 && c->in_file + (end - tail) > c->file_bytes)
+				break;
+		}
+		write_run(c, tail, end, frames);
+		tail = end;
+		atomic_store_explicit(&c->tail, tail, memory_order_release);
+	}
+	return tail;
+}
+
+/* The writer: drains the ring while the capture runs. Once asked to stop it leaves at
+ * the end of its current run; nmb_capture_close() writes the rest on its own thread,
+ * which is not SCHED_IDLE (a stop must not wait for the CPU time others leave us). */
 static void *writer(void *arg)
 {
 	struct nmb_capture *c = arg;
@@ -403,45 +437,18 @@ static void *writer(void *arg)
 	put_headers(c);
 	c->in_file = c->out_len;
 	flush_out(c);
-	for (;;) {
+	while (!atomic_load_explicit(&c->stop, memory_order_acquire)) {
 		uint64_t head = atomic_load_explicit(&c->head, memory_order_acquire);
 
 		if (head == tail) {
-			if (atomic_load_explicit(&c->stop, memory_order_acquire)) {
-				if (atomic_load_explicit(&c->head, memory_order_acquire) == tail)
-					break;
-				continue;
-			}
-			if (naps++ < NAPS) {
+			if (naps++ < NAPS)
 				nanosleep(&(struct timespec){0, NAP_NS}, NULL);
-				continue;
-			}
-			doze(c, tail);
+			else
+				doze(c, tail);
 			continue;
 		}
 		naps = 0;
-		while (tail != head) {
-			uint64_t end = tail;
-			uint32_t frames = 0;
-
-			/* tcpdump -C: a new file before a packet once the current one is larger */
-			if (c->file_bytes > 0 && c->in_file > c->file_bytes &&
-			    !atomic_load_explicit(&c->failed, memory_order_relaxed))
-				next_file(c);
-			/* a run of whole blocks, up to the one that fills the file */
-			while (end != head && end - tail < WRITE_MAX) {
-				uint32_t size;
-
-				ring_get(c, end + 4, &size, 4);
-				end += size;
-				frames++;
-				if (c->file_bytes > 0 && c->in_file + (end - tail) > c->file_bytes)
-					break;
-			}
-			write_run(c, tail, end, frames);
-			tail = end;
-			atomic_store_explicit(&c->tail, tail, memory_order_release);
-		}
+		tail = write_runs(c, tail, head, &c->stop);
 	}
 	return NULL;
 }
@@ -553,6 +560,9 @@ int nmb_capture_close(struct nmb_capture *c)
 		ring_doorbell(c);
 		pthread_join(c->thread, NULL);
 		c->started = 0;
+		/* what the ring still holds (the producer has stopped: head is final) */
+		write_runs(c, atomic_load(&c->tail),
+			   atomic_load_explicit(&c->head, memory_order_acquire), NULL);
 	}
 	if (c->fd >= 0) {
 		if (close(c->fd) < 0 && errno != EINTR)
