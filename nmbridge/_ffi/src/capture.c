@@ -54,7 +54,9 @@
  */
 #define EPB_HEAD 28 /* type, total length, interface, timestamp (2), caplen, len */
 #define EPB_TAIL 16 /* the epb_flags option, opt_endofopt, total length again */
-#define WRITE_MAX (1u << 20) /* the most one write() takes: the ring is freed as it goes */
+/* the most one write() takes: the ring is freed as it goes, and a close waits for at
+ * most one such write of a writer that gets little CPU time */
+#define WRITE_MAX (1u << 18)
 
 struct nmb_capture {
 	/* the producer's line */
@@ -382,8 +384,8 @@ static void doze(struct nmb_capture *c, uint64_t tail)
  * core that forwarding keeps busy the ring fills and frames cross uncaptured
  * (counted), rather than the writer's copies into the page cache taking the
  * loop's time (tcpdump's bargain: the kernel forwards first, the capture
- * process gets what is left). SCHED_IDLE where it is allowed, else the lowest
- * nice value; lowering one's own priority needs no privilege. */
+ * process gets what is left). SCHED_IDLE where it is allowed, else nice 19 (the
+ * lowest priority); lowering one's own priority needs no privilege. */
 static void background(void)
 {
 	struct sched_param none = {0};
@@ -426,7 +428,8 @@ static uint64_t write_runs(struct nmb_capture *c, uint64_t tail, uint64_t head,
 
 /* The writer: drains the ring while the capture runs. Once asked to stop it leaves at
  * the end of its current run; nmb_capture_close() writes the rest on its own thread,
- * which is not SCHED_IDLE (a stop must not wait for the CPU time others leave us). */
+ * which is not SCHED_IDLE: a stop waits for one run of the writer's (WRITE_MAX), not
+ * for the whole ring at the CPU time that others leave an idle-class thread. */
 static void *writer(void *arg)
 {
 	struct nmb_capture *c = arg;
