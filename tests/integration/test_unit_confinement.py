@@ -40,6 +40,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -586,3 +587,74 @@ def test_the_plan_follows_the_unit() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: where the README's drop-in gives a capture under the unit a directory
+CAPTURE_DIR = "/var/lib/nmbridge"
+
+
+def _live(stats: Path) -> bool:
+    """The bridge of this stats file forwards."""
+    from nmbridge.counters import read_snapshot
+    from nmbridge.errors import NmbridgeError
+
+    try:
+        return read_snapshot(stats).live
+    except NmbridgeError:
+        return False
+
+
+def test_a_capture_under_the_unit_needs_the_readmes_drop_in(confined: Confined, sb: Sandbox,
+                                                            tmp_path: Path) -> None:
+    """The unit lets a bridge write nowhere but its stats: --pcap into CAPTURE_DIR is one
+    usage error line. With the README's drop-in (BindPaths=CAPTURE_DIR) the same bridge
+    captures there, and the file is on the host once it has stopped."""
+    import pcapng
+
+    from nmbridge.errors import USAGE_STATUS
+
+    argv = ["/opt/nmbridge/bin/nmbridge", "bridge", "--no-live", "--duration", "3",
+            "--pcap", f"{CAPTURE_DIR}/eth0.pcapng", "-i", sb.wire_port, "-i", sb.host_port]
+    env = dict(os.environ)
+    env.pop("NMBRIDGE_CLAIMS_DIR", None)  # the unit sets none: its own /run
+    for assignment in (v for k, v in service_directives() if k == "Environment"):
+        key, _, value = assignment.partition("=")
+        env[key] = value.replace("%t", RUNTIME)
+    proc = sb.popen(sb.bridge_ns, confined.argv(argv), env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+    try:
+        _, refused = proc.communicate(timeout=30)
+    finally:
+        sb.stop(proc)
+    assert proc.returncode == USAGE_STATUS, refused
+    assert refused.count("\n") == 1, refused
+    assert f"--pcap {CAPTURE_DIR}/eth0.pcapng: cannot write" in refused, refused
+
+    captures = tmp_path / "captures"  # the drop-in's directory, as mkdir -p makes it
+    captures.mkdir()
+    plan = json.loads((confined.work / "plan.json").read_text())
+    mounts, writable = unit_mounts(str(confined.runtime), confined.notify,
+                                   [*service_directives(), ("BindPaths", CAPTURE_DIR)])
+    (drop_in,) = [m for m in mounts if m.path == CAPTURE_DIR]
+    assert CAPTURE_DIR in writable
+    drop_in.source = str(captures)  # the host's CAPTURE_DIR, without making it here
+    plan["mounts"].append(asdict(drop_in))  # after /var's tmpfs, as systemd orders it
+    plan["writable"] = writable
+    (confined.work / "plan.json").write_text(json.dumps(plan))
+    proc = sb.popen(sb.bridge_ns, confined.argv(argv), env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not any(_live(f) for f in confined.runtime.glob("*.stats")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        ping = sb.run(sb.wire_ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q",
+                                   sb.host_addr], timeout=20, check=False)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        sb.stop(proc)
+    assert proc.returncode == 0, err
+    assert "3 received" in ping.stdout, ping.stdout + ping.stderr
+    [section] = pcapng.read((captures / "eth0.pcapng").read_bytes())
+    icmp = [p for p in section.packets if p.data[12:14] == b"\x08\x00" and p.data[23] == 1]
+    assert len(icmp) == 6, [p.data[:40].hex() for p in section.packets]
