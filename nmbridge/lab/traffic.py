@@ -5,6 +5,7 @@
     python -m nmbridge.lab.traffic udp-send 198.18.0.2 --count 1000 --size-range 18:1472
     python -m nmbridge.lab.traffic tcp-recv 198.18.0.2 --run-id 7
     python -m nmbridge.lab.traffic tcp-send 198.18.0.2 --run-id 7 --seconds 2
+    python -m nmbridge.lab.traffic tcp-send 198.18.0.2 --run-id 7 --bytes 4000000
 
 Each prints one JSON object on stdout when it is done (the receivers print
 "READY" first, once their socket is bound). Every datagram carries a header
@@ -256,8 +257,10 @@ def tcp_block(run_id: int) -> bytes:
     return random.Random(run_id).randbytes(TCP_BLOCK)
 
 
-def tcp_send(dst: str, port: int, run_id: int, seconds: float, timeout: float) -> dict[str, Any]:
-    """Send the run's stream for seconds, as fast as TCP takes it, then close."""
+def tcp_send(dst: str, port: int, run_id: int, seconds: float, timeout: float,
+             size: int | None = None) -> dict[str, Any]:
+    """Send the run's stream as fast as TCP takes it, for seconds (or, given a size,
+    exactly size bytes), then close."""
     stop = _Stop()
     block = memoryview(tcp_block(run_id))
     sent, error = 0, ""
@@ -266,8 +269,11 @@ def tcp_send(dst: str, port: int, run_id: int, seconds: float, timeout: float) -
         with socket.create_connection((dst, port), timeout=timeout) as sock:
             sock.settimeout(timeout)  # a stalled send() is an error, not a hang
             end = time.monotonic() + seconds
-            while time.monotonic() < end and not stop.requested:
-                sent += sock.send(block[sent % TCP_BLOCK :])
+            while not stop.requested and (sent < size if size is not None
+                                          else time.monotonic() < end):
+                left = TCP_BLOCK if size is None else size - sent
+                off = sent % TCP_BLOCK
+                sent += sock.send(block[off : off + left])
             sock.shutdown(socket.SHUT_WR)
             # wait for the receiver to close: every byte is in by then
             sock.recv(1)
@@ -431,8 +437,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, default=DEFAULT_PORT + 1)
         sp.add_argument("--run-id", type=int, default=0)
         sp.add_argument("--timeout", type=_seconds, default=30.0)
-    sub.choices["tcp-send"].add_argument("--seconds", type=_seconds, default=2.0,
-                                         help="how long to send")
+    tsend = sub.choices["tcp-send"]
+    tsend.add_argument("--seconds", type=_seconds, default=2.0, help="how long to send")
+    tsend.add_argument("--bytes", type=int, default=None,
+                       help="send exactly this many bytes instead (--timeout bounds it)")
     return p
 
 
@@ -454,8 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               args.timeout, args.bind)
             ok = report["sent"] == args.count
         elif args.command == "tcp-send":
+            if args.bytes is not None and args.bytes < 0:
+                raise TrafficError(f"--bytes {args.bytes} is negative")
             report = tcp_send(check_address(args.addr), args.port, args.run_id, args.seconds,
-                              args.timeout)
+                              args.timeout, args.bytes)
             ok = not report["error"]
         else:
             addr = check_address(args.addr)

@@ -1,13 +1,11 @@
-"""The two ends of test_offloads.py's traffic, run inside a test's namespaces:
+"""The two ends of the offload tests' UDP GSO traffic, run inside a test's namespaces:
 
-    python offload_peer.py tcp-recv 198.18.0.2 --timeout 10
-    python offload_peer.py tcp-send 198.18.0.2 --bytes 4000000 --seed 7 --timeout 8
     python offload_peer.py udp-recv 198.18.0.2 --run-id 5 --count 100 --timeout 10
     python offload_peer.py udp-send 198.18.0.2 --run-id 5 --sizes 8000,60000 --gso 1400
 
-The receivers print READY once bound, and each end prints one JSON object when
-it is done. TCP: a stream of pseudo-random bytes from a seed, its length and
-SHA-256 at both ends. UDP: buffers sent with the UDP_SEGMENT socket option
+(Their TCP streams are nmbridge.lab.traffic's tcp-send and tcp-recv, the demo's.)
+The receiver prints READY once bound, and each end prints one JSON object when
+it is done. UDP: buffers sent with the UDP_SEGMENT socket option
 (the stack makes one GSO super-frame of each and hands it to the device as
 such where the device takes UDP segmentation, as a veth does): each segment
 carries its own header (run id, sequence number, length) and bytes computed
@@ -20,7 +18,6 @@ Standard library only. Not a test module: test_offloads.py runs it by path.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import ipaddress
 import json
 import random
@@ -31,7 +28,6 @@ import time
 from typing import Any
 
 ALLOWED = ipaddress.ip_network("198.18.0.0/15")
-TCP_PORT = 47100
 UDP_PORT = 47101
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h
@@ -46,10 +42,6 @@ def address(text: str) -> str:
     return text
 
 
-def stream_bytes(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
 def segment(run_id: int, seq: int, length: int) -> bytes:
     """One datagram as the receiver must see it: a header, then bytes from (run id, seq)."""
     body = random.Random(run_id * 1_000_003 + seq).randbytes(length - HEADER.size)
@@ -62,41 +54,6 @@ def report(**fields: Any) -> None:
 
 def ready() -> None:
     print(READY, flush=True)
-
-
-def tcp_recv(bind: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    digest, got, eof, error = hashlib.sha256(), 0, False, ""
-    with socket.create_server((bind, TCP_PORT)) as server:
-        ready()
-        try:
-            server.settimeout(timeout)
-            conn, _ = server.accept()
-            with conn:
-                while True:
-                    conn.settimeout(max(0.01, deadline - time.monotonic()))
-                    data = conn.recv(1 << 16)
-                    if not data:
-                        eof = True
-                        break
-                    digest.update(data)
-                    got += len(data)
-        except OSError as exc:  # socket.timeout included
-            error = f"{type(exc).__name__}: {exc}"
-    report(bytes=got, sha256=digest.hexdigest(), eof=eof, error=error)
-
-
-def tcp_send(dst: str, size: int, seed: int, timeout: float) -> None:
-    data = stream_bytes(seed, size)
-    error = ""
-    try:
-        with socket.create_connection((dst, TCP_PORT), timeout=timeout) as sock:
-            sock.settimeout(timeout)  # for all of sendall
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-    except OSError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    report(bytes=size, sha256=hashlib.sha256(data).hexdigest(), error=error)
 
 
 def udp_recv(bind: str, run_id: int, count: int, timeout: float, idle: float) -> None:
@@ -162,14 +119,6 @@ def udp_send(dst: str, run_id: int, sizes: list[int], gso: int, gap: float) -> N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("tcp-recv")
-    p.add_argument("addr", type=address)
-    p.add_argument("--timeout", type=float, default=10.0)
-    p = sub.add_parser("tcp-send")
-    p.add_argument("addr", type=address)
-    p.add_argument("--bytes", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--timeout", type=float, default=10.0)
     p = sub.add_parser("udp-recv")
     p.add_argument("addr", type=address)
     p.add_argument("--run-id", type=int, required=True)
@@ -183,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gso", type=int, required=True, help="UDP_SEGMENT: bytes a segment")
     p.add_argument("--gap", type=float, default=0.005, help="seconds between two buffers")
     a = parser.parse_args(argv)
-    if a.what == "tcp-recv":
-        tcp_recv(a.addr, a.timeout)
-    elif a.what == "tcp-send":
-        tcp_send(a.addr, a.bytes, a.seed, a.timeout)
-    elif a.what == "udp-recv":
+    if a.what == "udp-recv":
         udp_recv(a.addr, a.run_id, a.count, a.timeout, a.idle)
     else:
         udp_send(a.addr, a.run_id, [int(s) for s in a.sizes.split(",")], a.gso, a.gap)

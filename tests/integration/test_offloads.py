@@ -12,8 +12,8 @@ Through a running nmbridge, in two topologies:
 
 each test checks, both ways at once (198.18.0.1 -> .2 and .2 -> .1):
 
-- TCP: a few MB of pseudo-random bytes over one connection arrive whole (length
-  and SHA-256 at both ends);
+- TCP: a few MB of pseudo-random bytes over one connection arrive whole, every
+  byte checked by the receiver (nmbridge.lab.traffic tcp-send, tcp-recv);
 - UDP with UDP_SEGMENT (GSO, segments of GSO_SIZE bytes): buffers of 8,000 to
   60,000 bytes arrive as datagrams of the segment size, each one intact;
 - the receiving stacks count no checksum errors (TcpInCsumErrors,
@@ -22,7 +22,7 @@ each test checks, both ways at once (198.18.0.1 -> .2 and .2 -> .1):
   drop of any kind: every `drop*` field of every ring (drop_header and
   drop_gso among them) and every `drops_by_reason` is 0.
 
-The traffic peers are tests/integration/offload_peer.py. Each test runs on
+The UDP peers are tests/integration/offload_peer.py. Each test runs on
 packet:<->tap: and packet:<->packet: with the veths' offloads as Linux makes
 them, and on packet:<->tap: with TSO, GSO and TX checksum off on every veth:
 the TAP still hands the bridge super-frames, which the kernel must segment for
@@ -60,6 +60,8 @@ pytestmark = pytest.mark.root
 
 NMBRIDGE = str(Path(sys.executable).parent / "nmbridge")
 PEER = str(Path(__file__).resolve().parent / "offload_peer.py")
+#: the TCP streams' ends: the demo's (every byte checked against the run's stream)
+TCP_PEER = ("-m", "nmbridge.lab.traffic")
 #: ethtool -K names turned off for veth offloads "off"
 OFFLOADS = ("tso", "gso", "tx")
 #: ethtool -k features that must be on for veth offloads "on"
@@ -98,8 +100,9 @@ class Topology:
     #: the veth that cannot take them)
     offloads: str = "on"
 
-    def start(self, ns: str, *args: str) -> subprocess.Popen[str]:
-        return self.popen(ns, [sys.executable, "-I", PEER, *args], stdout=subprocess.PIPE,
+    def start(self, ns: str, *argv: str) -> subprocess.Popen[str]:
+        """A peer (PEER or TCP_PEER, then its arguments) run by this Python in ns."""
+        return self.popen(ns, [sys.executable, "-I", *argv], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -279,23 +282,22 @@ def assert_bridge_dropped_nothing(bridge: Bridge, topo: Topology) -> None:
 
 def test_tcp_stream_arrives_intact_both_ways(topo: Topology) -> None:
     bridge = Bridge(topo)
-    receivers = {}
+    receivers, run_ids = {}, {}
     for name, _src, dst_ns, dst_addr in ways(topo):
-        receivers[name] = topo.start(dst_ns, "tcp-recv", dst_addr, "--timeout",
-                                     f"{TRAFFIC_TIMEOUT + 2:g}")
+        run_ids[name] = str(secrets.randbits(31))
+        receivers[name] = topo.start(dst_ns, *TCP_PEER, "tcp-recv", dst_addr, "--run-id",
+                                     run_ids[name], "--timeout", f"{TRAFFIC_TIMEOUT + 2:g}")
         ready(receivers[name], f"{name} receiver")
-    senders = {name: topo.start(src_ns, "tcp-send", dst_addr, "--bytes", str(TCP_BYTES),
-                                "--seed", str(secrets.randbits(32)),
+    senders = {name: topo.start(src_ns, *TCP_PEER, "tcp-send", dst_addr, "--bytes",
+                                str(TCP_BYTES), "--run-id", run_ids[name],
                                 "--timeout", f"{TRAFFIC_TIMEOUT:g}")
                for name, src_ns, _dst, dst_addr in ways(topo)}
     for name in senders:
         sent = report(senders[name], f"{name} sender")
         got = report(receivers[name], f"{name} receiver")
-        assert (got["bytes"], got["eof"]) == (TCP_BYTES, True), (
-            f"{name}: {got['bytes']:,} of {TCP_BYTES:,} bytes arrived; sender: {sent}, "
-            f"receiver: {got}")
-        assert got["sha256"] == sent["sha256"], f"{name}: the bytes differ"
-        assert not sent["error"], f"{name}: {sent}"
+        # tcp-recv checks every byte against the run's stream: intact = all of it, to EOF
+        assert (sent["bytes"], sent["error"], got["bytes"], got["intact"]) == (
+            TCP_BYTES, "", TCP_BYTES, True), f"{name}: sender: {sent}, receiver: {got}"
     assert_no_checksum_errors(topo)
     assert_bridge_dropped_nothing(bridge, topo)
     # the super-frames crossed whole (zero-copy), not cut into MTU frames on the way
@@ -318,11 +320,11 @@ def test_udp_gso_buffers_arrive_as_datagrams_of_the_segment_size(topo: Topology)
     receivers, run_ids = {}, {}
     for name, _src, dst_ns, dst_addr in ways(topo):
         run_ids[name] = secrets.randbits(31)
-        receivers[name] = topo.start(dst_ns, "udp-recv", dst_addr, "--run-id",
+        receivers[name] = topo.start(dst_ns, PEER, "udp-recv", dst_addr, "--run-id",
                                      str(run_ids[name]), "--count", str(datagrams),
                                      "--timeout", f"{TRAFFIC_TIMEOUT:g}", "--idle", "2")
         ready(receivers[name], f"{name} receiver")
-    senders = {name: topo.start(src_ns, "udp-send", dst_addr, "--run-id", str(run_ids[name]),
+    senders = {name: topo.start(src_ns, PEER, "udp-send", dst_addr, "--run-id", str(run_ids[name]),
                                 "--sizes", ",".join(map(str, UDP_BUFFERS)),
                                 "--gso", str(GSO_SIZE))
                for name, src_ns, _dst, dst_addr in ways(topo)}

@@ -16,12 +16,13 @@ of b0p to the real stack in b; what that stack sends back comes in on fk0's
 wire, and reaches a0 behind a zero header. b0 has its offloads off and b0p its
 GRO: the relay carries plain frames of the MTU, as a wire would.
 
-Checked: the bytes arrive whole (length and SHA-256), the UDP_SEGMENT buffers
+Checked: the bytes arrive whole (every one checked by nmbridge.lab.traffic's
+tcp-recv), the UDP_SEGMENT buffers
 arrive as datagrams of the segment size, the receiving stacks count no
 checksum errors, the bridge's counters show super-frames in (gso_frames) and
 more segments out (gso_segments), no frame on the wire longer than the MTU, no
-slot the shim found over its buffer size, no drop anywhere. The traffic peers
-are tests/integration/offload_peer.py. Timeouts only stop a hang.
+slot the shim found over its buffer size, no drop anywhere. The UDP peers are
+tests/integration/offload_peer.py. Timeouts only stop a hang.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ pytestmark = pytest.mark.root
 
 HERE = Path(__file__).resolve().parent
 PEER = str(HERE.parent / "integration" / "offload_peer.py")
+#: the TCP streams' ends: the demo's (every byte checked against the run's stream)
+TCP_PEER = ("-m", "nmbridge.lab.traffic")
 RELAY = str(HERE / "wire_relay.py")
 HOSTILE = str(HERE.parent / "integration" / "hostile_peer.py")
 A_ADDR, B_ADDR = "198.18.0.1", "198.18.0.2"
@@ -239,22 +242,22 @@ def test_tcp_both_ways_through_a_fake_nic(lab: Lab, native: str) -> None:
     behind a zero header. One connection each way, at the same time."""
     bridged = Bridged(lab, native)
     ways = (("a->b", lab.a_ns, lab.b_ns, B_ADDR), ("b->a", lab.b_ns, lab.a_ns, A_ADDR))
-    receivers = {}
+    receivers, run_ids = {}, {}
     for name, _src, dst_ns, dst_addr in ways:
-        receivers[name] = lab.start(dst_ns, PEER, "tcp-recv", dst_addr, "--timeout",
-                                    f"{TIMEOUT:g}")
+        run_ids[name] = str(secrets.randbits(31))
+        receivers[name] = lab.start(dst_ns, *TCP_PEER, "tcp-recv", dst_addr, "--run-id",
+                                    run_ids[name], "--timeout", f"{TIMEOUT:g}")
         ready(receivers[name], f"{name} receiver")
-    senders = {name: lab.start(src_ns, PEER, "tcp-send", dst_addr, "--bytes", str(TCP_BYTES),
-                               "--seed", str(secrets.randbits(32)), "--timeout",
+    senders = {name: lab.start(src_ns, *TCP_PEER, "tcp-send", dst_addr, "--bytes",
+                               str(TCP_BYTES), "--run-id", run_ids[name], "--timeout",
                                f"{TIMEOUT - 2:g}")
                for name, src_ns, _dst, dst_addr in ways}
     for name in senders:
         sent = report(senders[name], f"{name} sender")
         got = report(receivers[name], f"{name} receiver")
-        assert (got["bytes"], got["eof"], sent["error"]) == (TCP_BYTES, True, ""), (
-            f"{name}: {got['bytes']:,} of {TCP_BYTES:,} bytes arrived; sender: {sent}, "
-            f"receiver: {got}")
-        assert got["sha256"] == sent["sha256"], f"{name}: the bytes differ"
+        # tcp-recv checks every byte against the run's stream: intact = all of it, to EOF
+        assert (sent["bytes"], sent["error"], got["bytes"], got["intact"]) == (
+            TCP_BYTES, "", TCP_BYTES, True), f"{name}: sender: {sent}, receiver: {got}"
     rings, relay = bridged.stop()
     check_books(lab, rings, relay)
 
