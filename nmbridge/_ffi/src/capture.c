@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -384,16 +383,14 @@ static void doze(struct nmb_capture *c, uint64_t tail)
  * core that forwarding keeps busy the ring fills and frames cross uncaptured
  * (counted), rather than the writer's copies into the page cache taking the
  * loop's time (tcpdump's bargain: the kernel forwards first, the capture
- * process gets what is left). SCHED_IDLE where it is allowed, else nice 19 (the
- * lowest priority); lowering one's own priority needs no privilege. */
+ * process gets what is left). Lowering one's own priority needs no privilege;
+ * where a system call filter refuses it (the unit lets it through), the capture
+ * still works, sharing the core as any thread does. */
 static void background(void)
 {
 	struct sched_param none = {0};
 
-	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &none) != 0 &&
-	    setpriority(PRIO_PROCESS, (id_t)gettid(), 19) != 0) {
-		/* neither: the capture still works, sharing the core as any thread does */
-	}
+	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
 }
 
 /* Write the blocks from tail up to head, a run at a time, and free them; between two
