@@ -196,12 +196,10 @@ class _Demo:
                     f"the bridge did not start (exit status {self.bridge.returncode})"
                     + (f": {why}" if why else "")
                 )
-            try:
-                if read_snapshot(self.stats_path).live:
-                    self.started = time.monotonic()
-                    return
-            except NmbridgeError:
-                pass
+            snap = self._snapshot()
+            if snap is not None and snap.live:
+                self.started = time.monotonic()
+                return
             time.sleep(0.02)
         raise SystemFailure(f"the bridge did not start in {START_TIMEOUT:g} s")
 
@@ -258,9 +256,9 @@ class _Demo:
         the stacks hand the bridge TSO super-frames, which cross whole. The frames the
         bridge took from the sending side meanwhile are the stream's (its ACKs come
         back by the other port)."""
+        time.sleep(0.3)  # the bridge publishes its counters every 200 ms
+        before = self._snapshot()
         for port, d in enumerate(self.directions):
-            time.sleep(0.3)  # the bridge publishes its counters every 200 ms
-            before = self._snapshot()
             run_id = traffic.new_run_id()
             common = ["--run-id", str(run_id), "--timeout", f"{seconds + 30:g}"]
             recv = self.sb.popen(d.dst_ns, traffic.command("tcp-recv", d.dst_addr, *common),
@@ -278,6 +276,7 @@ class _Demo:
                 a, b = after.totals(port), before.totals(port)
                 d.tcp_frames = (a.get("frames", 0) - b.get("frames", 0),
                                 a.get("bytes", 0) - b.get("bytes", 0))
+            before = after  # the next connection's start
         return prev
 
     def _snapshot(self) -> Snapshot | None:
@@ -311,9 +310,8 @@ class _Demo:
             self.live = None
 
     def _show(self, prev: Snapshot | None) -> Snapshot | None:
-        try:
-            snap = read_snapshot(self.stats_path)
-        except NmbridgeError:
+        snap = self._snapshot()
+        if snap is None:
             return prev
         from nmbridge.view import bridge_table, log_line
 
