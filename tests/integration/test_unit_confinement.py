@@ -40,7 +40,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,6 +163,17 @@ def unit_mounts(runtime_dir: str, notify_source: str,
             mounts.append(Mount("/proc", "proc", options=opts))
     assert strict, "ProtectSystem=strict: the test remounts everything else read-only"
     return sorted(mounts, key=_path_key), writable
+
+
+def unit_env() -> dict[str, str]:
+    """This process's environment as the unit's command gets it: the unit's
+    Environment= lines, and no NMBRIDGE_CLAIMS_DIR (the unit sets none: its own /run)."""
+    env = dict(os.environ)
+    env.pop("NMBRIDGE_CLAIMS_DIR", None)
+    for assignment in (v for k, v in service_directives() if k == "Environment"):
+        key, _, value = assignment.partition("=")
+        env[key] = value.replace("%t", RUNTIME)
+    return env
 
 
 def unit_capabilities() -> list[str]:
@@ -536,12 +546,7 @@ def test_a_bridge_notifies_and_forwards_under_the_units_view(confined: Confined,
         assert words[:2] == ["nmbridge", "bridge"]
         argv = ["/opt/nmbridge/bin/nmbridge", *words[1:-2], "--interval", "0.2",
                 "--wait-link", "30", "-i", sb.wire_port, "-i", sb.host_port]
-        env = dict(os.environ)
-        env.pop("NMBRIDGE_CLAIMS_DIR", None)  # the unit sets none: its own /run
-        for assignment in (v for k, v in service_directives() if k == "Environment"):
-            key, _, value = assignment.partition("=")
-            env[key] = value.replace("%t", RUNTIME)
-        env["NOTIFY_SOCKET"] = NOTIFY_SOCKET
+        env = {**unit_env(), "NOTIFY_SOCKET": NOTIFY_SOCKET}
         proc = sb.popen(sb.bridge_ns, confined.argv(argv), env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -569,39 +574,8 @@ def test_a_bridge_notifies_and_forwards_under_the_units_view(confined: Confined,
         lis.close()
 
 
-def test_the_plan_follows_the_unit() -> None:
-    """The test reads the unit's lines, not a copy of them: every hidden tree of the unit is
-    in the plan, and an unknown directive of the file system view is refused."""
-    mounts, _ = unit_mounts("/nonexistent", "/nonexistent")
-    planned = {(m.path, m.kind) for m in mounts}
-    for key, value in service_directives():
-        if key == "TemporaryFileSystem":
-            assert all((w.partition(":")[0], "tmpfs") in planned for w in value.split())
-        if key == "InaccessiblePaths":
-            assert all((w.lstrip("-"), "inaccessible") in planned for w in value.split())
-    with pytest.raises(AssertionError, match="ReadWritePaths"):
-        unit_mounts("/nonexistent", "/nonexistent",
-                    [*service_directives(), ("ReadWritePaths", "/")])
-    assert re.search(r"^ProtectSystem=strict$", UNIT.read_text(), re.M)
-
-
-if __name__ == "__main__":
-    main()
-
-
 #: where the README's drop-in gives a capture under the unit a directory
 CAPTURE_DIR = "/var/lib/nmbridge"
-
-
-def _live(stats: Path) -> bool:
-    """The bridge of this stats file forwards."""
-    from nmbridge.counters import read_snapshot
-    from nmbridge.errors import NmbridgeError
-
-    try:
-        return read_snapshot(stats).live
-    except NmbridgeError:
-        return False
 
 
 def test_a_capture_under_the_unit_needs_the_readmes_drop_in(confined: Confined, sb: Sandbox,
@@ -610,16 +584,14 @@ def test_a_capture_under_the_unit_needs_the_readmes_drop_in(confined: Confined, 
     usage error line. With the README's drop-in (BindPaths=CAPTURE_DIR) the same bridge
     captures there, and the file is on the host once it has stopped."""
     import pcapng
+    from polling import wait_for
 
+    from nmbridge.counters import read_snapshot
     from nmbridge.errors import USAGE_STATUS
 
     argv = ["/opt/nmbridge/bin/nmbridge", "bridge", "--no-live", "--duration", "3",
             "--pcap", f"{CAPTURE_DIR}/eth0.pcapng", "-i", sb.wire_port, "-i", sb.host_port]
-    env = dict(os.environ)
-    env.pop("NMBRIDGE_CLAIMS_DIR", None)  # the unit sets none: its own /run
-    for assignment in (v for k, v in service_directives() if k == "Environment"):
-        key, _, value = assignment.partition("=")
-        env[key] = value.replace("%t", RUNTIME)
+    env = unit_env()
     proc = sb.popen(sb.bridge_ns, confined.argv(argv), env=env, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, text=True)
     try:
@@ -644,10 +616,8 @@ def test_a_capture_under_the_unit_needs_the_readmes_drop_in(confined: Confined, 
     proc = sb.popen(sb.bridge_ns, confined.argv(argv), env=env, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while not any(_live(f) for f in confined.runtime.glob("*.stats")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
+        wait_for("the bridge to forward", lambda: any(
+            read_snapshot(f).live for f in confined.runtime.glob("*.stats")), 20, proc)
         ping = sb.run(sb.wire_ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q",
                                    sb.host_addr], timeout=20, check=False)
         _, err = proc.communicate(timeout=20)
@@ -658,3 +628,24 @@ def test_a_capture_under_the_unit_needs_the_readmes_drop_in(confined: Confined, 
     [section] = pcapng.read((captures / "eth0.pcapng").read_bytes())
     icmp = [p for p in section.packets if p.data[12:14] == b"\x08\x00" and p.data[23] == 1]
     assert len(icmp) == 6, [p.data[:40].hex() for p in section.packets]
+
+
+def test_the_plan_follows_the_unit() -> None:
+    """The test reads the unit's lines, not a copy of them: every hidden tree of the unit is
+    in the plan, and an unknown directive of the file system view is refused."""
+    mounts, _ = unit_mounts("/nonexistent", "/nonexistent")
+    planned = {(m.path, m.kind) for m in mounts}
+    for key, value in service_directives():
+        if key == "TemporaryFileSystem":
+            assert all((w.partition(":")[0], "tmpfs") in planned for w in value.split())
+        if key == "InaccessiblePaths":
+            assert all((w.lstrip("-"), "inaccessible") in planned for w in value.split())
+    with pytest.raises(AssertionError, match="ReadWritePaths"):
+        unit_mounts("/nonexistent", "/nonexistent",
+                    [*service_directives(), ("ReadWritePaths", "/")])
+    assert re.search(r"^ProtectSystem=strict$", UNIT.read_text(), re.M)
+
+
+if __name__ == "__main__":
+    main()
+
